@@ -1,0 +1,85 @@
+"""Ranking metrics from per-user target ranks (1 = best): HR@k, NDCG@k, MRR, bootstrap CIs, paired bootstrap.
+
+Every table built from these is "sampled ranking, 20 candidates" unless it says "full ranking".
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+
+
+def ranks_from_scores(scores, target_index) -> np.ndarray:
+    """1-based rank of each row's target among its scores (higher = better); ties count against the target."""
+    scores = np.asarray(scores, dtype=float)
+    target = scores[np.arange(len(scores)), np.asarray(target_index)]
+    greater = (scores > target[:, None]).sum(axis=1)
+    ties = (scores == target[:, None]).sum(axis=1) - 1
+    nan = np.isnan(target)
+    ranks = 1 + greater + ties
+    ranks[nan] = scores.shape[1]  # an unscored target ranks last
+    return ranks.astype(int)
+
+
+def per_user_metrics(ranks) -> pd.DataFrame:
+    """One row per user, one column per metric in METRICS."""
+    r = np.asarray(ranks, dtype=float)
+    if r.size == 0:
+        raise ValueError("no ranks to evaluate: the evaluation set is empty")
+    if (r < 1).any():
+        raise ValueError("ranks are 1-based: got a rank below 1")
+    out = {}
+    for name in METRICS:
+        if name == "MRR":
+            out[name] = 1.0 / r
+            continue
+        kind, k = name.split("@")
+        hit = r <= int(k)
+        out[name] = hit.astype(float) if kind == "HR" else np.where(hit, 1.0 / np.log2(r + 1), 0.0)
+    return pd.DataFrame(out)
+
+
+def summarize(ranks) -> dict:
+    """Mean of each metric over users."""
+    return per_user_metrics(ranks).mean().to_dict()
+
+
+def _bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def bootstrap_ci(ranks, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Mean and percentile bootstrap CI (resampling users) for each metric; one row per metric."""
+    per_user = per_user_metrics(ranks).to_numpy()
+    idx = _bootstrap_indices(len(per_user), n_boot, seed)
+    means = per_user[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return pd.DataFrame({"mean": per_user.mean(axis=0), "ci_low": lo, "ci_high": hi}, index=list(METRICS))
+
+
+def paired_bootstrap(ranks_a, ranks_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Difference A - B on the same users: mean, bootstrap CI and two-sided bootstrap p-value per metric."""
+    a, b = per_user_metrics(ranks_a).to_numpy(), per_user_metrics(ranks_b).to_numpy()
+    if a.shape != b.shape:
+        raise ValueError(f"paired comparison needs the same users: got {len(a)} and {len(b)} ranks")
+    diff = a - b
+    idx = _bootstrap_indices(len(diff), n_boot, seed)
+    boot = diff[idx].mean(axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    p = np.minimum(1.0, 2 * np.minimum((boot <= 0).mean(axis=0), (boot >= 0).mean(axis=0)))
+    return pd.DataFrame({"diff": diff.mean(axis=0), "ci_low": lo, "ci_high": hi, "p_value": p}, index=list(METRICS))
+
+
+def align_ranks(ranks_a: pd.DataFrame, ranks_b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Ranks of two runs on their common users, in the same user order (for paired_bootstrap)."""
+    both = ranks_a.merge(ranks_b, on="user_id", suffixes=("_a", "_b"))
+    if both.empty:
+        raise ValueError("the two runs share no users: compare runs made on the same candidates")
+    return both["rank_a"].to_numpy(), both["rank_b"].to_numpy()
+
+
+def candidate_ranks(view: pd.DataFrame, scores) -> pd.DataFrame:
+    """Ranks of each user's target among its candidates, given scores aligned with view['candidates']."""
+    target_index = [c.index(t) for c, t in zip(view["candidates"], view["target"])]
+    return pd.DataFrame({"user_id": view["user_id"].to_numpy(), "rank": ranks_from_scores(scores, target_index)})

@@ -1,0 +1,1 @@
+"""Models: conventional sequential recommenders (seqrec), and later the LLMs, projector and bridge."""

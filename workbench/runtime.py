@@ -1,0 +1,72 @@
+"""Runtime settings a result depends on: seeds, CPU threads, device, and the environment recorded with each result."""
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", "pandas", "papermill")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import torch
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(device: str | None = None) -> str:
+    """The requested device, else cuda when available, else cpu; a missing cuda is a clear error."""
+    import torch
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={device!r} but no CUDA device is visible: use DEVICE=None or 'cpu'")
+    return device
+
+
+def set_threads(num_threads: int | None, n_params: int | None = None) -> int:
+    """Set torch's CPU threads: tiny models run faster on 1 thread, larger ones gain from all cores (DESIGN §7)."""
+    import torch
+    if num_threads is None:
+        num_threads = 1 if (n_params is not None and n_params < 5_000_000) else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    torch.set_num_threads(int(num_threads))
+    return int(num_threads)
+
+
+def git_commit() -> str | None:
+    """The current git commit of the workbench checkout (with '+dirty' if modified), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return sha.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def versions() -> dict:
+    """Installed versions of the libraries a result depends on."""
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = None
+    return out
+
+
+def device_description(device: str) -> str:
+    """A human-readable device name: the GPU model, or the CPU with its core count."""
+    import torch
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
