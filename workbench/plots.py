@@ -1,0 +1,72 @@
+"""Figures people can read: labelled axes, CIs drawn, the protocol named; saved as PNG (and SVG) under figures/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+FIGURES_ENV = "WORKBENCH_FIGURES"
+
+
+def figures_dir() -> Path:
+    """$WORKBENCH_FIGURES, else figures/ at the repository root."""
+    path = Path(os.environ.get(FIGURES_ENV) or Path(__file__).resolve().parent.parent / "figures")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup() -> None:
+    """One readable style for every notebook."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=1.0)
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
+                                "svg.hashsalt": "workbench", "axes.titleweight": "bold"})
+
+
+def save(fig, name: str, svg: bool = False) -> Path:
+    """Write figures/<name>.png (and .svg) and return the PNG path."""
+    path = figures_dir() / f"{name}.png"
+    fig.savefig(path)
+    if svg:
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+    return path
+
+
+def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title: str = "", note: str = ""):
+    """Grouped bars of mean metrics per method with 95% CI error bars, from metrics.ci_table output."""
+    data = long[long["metric"].isin(metrics)]
+    methods = list(dict.fromkeys(data["method"]))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(methods) * len(metrics) / 3, 4))
+    width = 0.8 / len(methods)
+    palette = sns.color_palette("colorblind", len(methods))
+    for i, method in enumerate(methods):
+        rows = data[data["method"] == method].set_index("metric").reindex(list(metrics))
+        x = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(metrics))]
+        ax.bar(x, rows["mean"], width, label=method, color=palette[i],
+               yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]], capsize=3)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylabel("score (mean over users, 95% CI)")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(frameon=False, ncol=min(len(methods), 4), loc="upper left")
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
+    return fig
+
+
+def training_curves(logs: dict, metric: str = "valid_ndcg10"):
+    """Training loss and validation metric per epoch, one line per model."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for name, log in logs.items():
+        if log is None or len(log) == 0:
+            continue
+        axes[0].plot(log["epoch"], log["train_loss"], marker=".", label=name)
+        axes[1].plot(log["epoch"], log[metric], marker=".", label=name)
+    axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="Training loss")
+    axes[1].set(xlabel="epoch", ylabel=metric, title="Validation (sampled, 20 candidates)")
+    axes[1].legend(frameon=False)
+    fig.tight_layout()
+    return fig

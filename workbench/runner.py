@@ -1,0 +1,119 @@
+"""Batch-run numbered notebooks with papermill: `python -m workbench run [NOTEBOOK ...] --profile cpu -p KEY VALUE`.
+
+Executed copies go to runs/<timestamp>/ with a run.json summary; --save-outputs also writes them back into notebooks/
+without noisy metadata (how the committed outputs are made).  Parameters are checked against each notebook's
+`parameters` cell first: a name that no selected notebook declares is refused before anything runs.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import time
+from pathlib import Path
+
+import nbformat
+
+from .config import ConfigError, profile_name
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def list_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks (NN_name.ipynb), in order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def select_notebooks(names, folder: Path = NOTEBOOKS) -> list[Path]:
+    """Notebooks by number ('02'), stem ('02_baselines'), file name or path; all of them when names is empty."""
+    available = list_notebooks(folder)
+    if not names:
+        return available
+    chosen = []
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".ipynb" and path.exists():
+            chosen.append(path.resolve())
+            continue
+        matches = [p for p in available if p.stem == name or p.name == name or p.stem.split("_")[0] == name]
+        if len(matches) != 1:
+            raise ConfigError(f"no single notebook matches {name!r}: choose from {', '.join(p.stem for p in available)}")
+        chosen.append(matches[0])
+    return chosen
+
+
+def parse_value(text: str):
+    """A -p value as a Python literal where it is one (3, 0.1, None, True, [1, 2]), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged `parameters`."""
+    import papermill
+    return set(papermill.inspect_notebook(str(path)))
+
+
+def check_parameters(paths, params: dict) -> dict[Path, dict]:
+    """Split the parameters among the notebooks that declare them; a name none declares is an error."""
+    declared = {p: declared_parameters(p) for p in paths}
+    valid = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(params) - valid)
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {', '.join(p.stem for p in paths)}; "
+                          f"valid: {', '.join(sorted(valid))}")
+    return {p: {k: v for k, v in params.items() if k in declared[p]} for p in paths}
+
+
+def clean_notebook(nb):
+    """Drop the injected-parameters cell, papermill/execution metadata and execution counts; keep outputs."""
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    nb.metadata.pop("papermill", None)
+    nb.metadata.get("kernelspec", {}).update({"name": "python3", "display_name": "Python 3"})
+    for cell in nb.cells:
+        for key in ("papermill", "execution", "collapsed", "scrolled"):
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = None
+    return nb
+
+
+def run_notebooks(paths, profile: str | None = None, params: dict | None = None, out_dir: Path | None = None,
+                  save_outputs: bool = False, keep_going: bool = False, progress: bool = True) -> list[dict]:
+    """Execute each notebook with papermill; prints per-notebook time; raises RuntimeError naming the failing cell."""
+    import papermill
+    profile = profile_name(profile)
+    per_notebook = check_parameters(paths, params or {})
+    out_dir = Path(out_dir or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, failures = [], []
+    for i, path in enumerate(paths, 1):
+        output = out_dir / path.name
+        print(f"[{i}/{len(paths)}] {path.stem} (profile {profile}) -> {output}", flush=True)
+        start = time.time()
+        record = {"notebook": path.name, "output": str(output), "parameters": per_notebook[path], "profile": profile}
+        try:
+            papermill.execute_notebook(str(path), str(output), parameters={"PROFILE": profile, **per_notebook[path]},
+                                       cwd=str(path.parent), progress_bar=progress, kernel_name="python3")
+            record["status"] = "ok"
+        except papermill.PapermillExecutionError as err:
+            record.update(status="failed", cell=err.exec_count, error=f"{err.ename}: {err.evalue}")
+            failures.append(f"{path.name} failed at cell [{err.exec_count}] with {err.ename}: {err.evalue} "
+                            f"(traceback in {output})")
+        record["seconds"] = round(time.time() - start, 1)
+        print(f"    {record['status']} in {record['seconds']:.0f} s", flush=True)
+        summary.append(record)
+        if record["status"] == "ok" and save_outputs:
+            nbformat.write(clean_notebook(nbformat.read(output, as_version=4)), str(path))
+        if failures and not keep_going:
+            break
+    (out_dir / "run.json").write_text(json.dumps({"profile": profile, "notebooks": summary}, indent=2))
+    if failures:
+        raise RuntimeError("; ".join(failures))
+    return summary
+
