@@ -25,8 +25,8 @@ _BASE = dict(
     N_NEGATIVES=19,         # candidates = target + N_NEGATIVES (sampled ranking, 20 candidates)
     MIN_INTERACTIONS=3,     # users with fewer are dropped (leave-one-out needs train + valid + test)
     MAX_USERS=None,         # evaluate on a seeded subset of users; None = all
-    EPOCHS=50,              # baselines: maximum epochs (early stopping on validation NDCG@10)
-    PATIENCE=5,             # baselines: epochs without validation gain before stopping
+    EPOCHS=20,              # baselines: maximum epochs (early stopping on validation NDCG@10)
+    PATIENCE=3,             # baselines: epochs without validation gain before stopping
     BATCH_SIZE=256,
     LEARNING_RATE=1e-3,
     EMBED_DIM=64,           # baselines: item embedding / hidden size
