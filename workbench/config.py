@@ -34,7 +34,7 @@ _BASE = dict(
     NUM_HEADS=2,            # SASRec attention heads
     DROPOUT=0.2,
     N_BOOTSTRAP=1000,       # bootstrap resamples for 95% CIs and paired tests
-    NUM_THREADS=None,       # torch CPU threads; None = chosen by model size (DESIGN §7)
+    NUM_THREADS=None,       # torch CPU threads; None = all cores (benchmarks/threads.py: 1.1x for the baselines)
     DEVICE=None,            # None = cuda if available, else cpu
 )
 

@@ -39,7 +39,7 @@ def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title:
     """Grouped bars of mean metrics per method with 95% CI error bars, from metrics.ci_table output."""
     data = long[long["metric"].isin(metrics)]
     methods = list(dict.fromkeys(data["method"]))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(methods) * len(metrics) / 3, 4))
+    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * len(methods) * len(metrics) / 3, 4))
     width = 0.8 / len(methods)
     palette = sns.color_palette("colorblind", len(methods))
     for i, method in enumerate(methods):
@@ -51,7 +51,7 @@ def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title:
     ax.set_ylabel("score (mean over users, 95% CI)")
     ax.set_ylim(0, 1)
     ax.set_title(title)
-    ax.legend(frameon=False, ncol=min(len(methods), 4), loc="upper left")
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if note:
         fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
     return fig
@@ -66,7 +66,7 @@ def training_curves(logs: dict, metric: str = "valid_ndcg10"):
         axes[0].plot(log["epoch"], log["train_loss"], marker=".", label=name)
         axes[1].plot(log["epoch"], log[metric], marker=".", label=name)
     axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="Training loss")
-    axes[1].set(xlabel="epoch", ylabel=metric, title="Validation (sampled, 20 candidates)")
+    axes[1].set(xlabel="epoch", ylabel=metric.replace("valid_ndcg10", "NDCG@10"), title="Validation (sampled, 20 candidates)")
     axes[1].legend(frameon=False)
     fig.tight_layout()
     return fig

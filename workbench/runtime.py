@@ -31,23 +31,26 @@ def pick_device(device: str | None = None) -> str:
     return device
 
 
-def set_threads(num_threads: int | None, n_params: int | None = None) -> int:
-    """Set torch's CPU threads: tiny models run faster on 1 thread, larger ones gain from all cores (DESIGN §7)."""
+def set_threads(num_threads: int | None) -> int:
+    """Set torch's CPU threads (None = all cores); profiles pass 1 for tiny models (see benchmarks/threads.py)."""
     import torch
     if num_threads is None:
-        num_threads = 1 if (n_params is not None and n_params < 5_000_000) else (os.cpu_count() or 1)
+        num_threads = os.cpu_count() or 1
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     torch.set_num_threads(int(num_threads))
     return int(num_threads)
 
 
+RUN_OUTPUTS = (":!notebooks", ":!results", ":!figures")  # what a run writes: not a code change
+
+
 def git_commit() -> str | None:
-    """The current git commit of the workbench checkout (with '+dirty' if modified), or None outside git."""
+    """The current git commit of the workbench checkout ('+dirty' if code changed), or None outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *RUN_OUTPUTS],
+                               cwd=root, capture_output=True, text=True).stdout.strip()
         return sha.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
