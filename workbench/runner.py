@@ -75,6 +75,8 @@ def clean_notebook(nb):
     for cell in nb.cells:
         for key in ("papermill", "execution", "collapsed", "scrolled"):
             cell.metadata.pop(key, None)
+        if not cell.metadata.get("tags", True):
+            cell.metadata.pop("tags")
         if cell.cell_type == "code":
             cell.execution_count = None
             for out in cell.outputs:
