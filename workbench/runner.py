@@ -68,20 +68,22 @@ def check_parameters(paths, params: dict) -> dict[Path, dict]:
 
 
 def clean_notebook(nb):
-    """Drop the injected-parameters cell, papermill/execution metadata and execution counts; keep outputs."""
+    """Drop the injected-parameters cell and papermill/execution metadata; keep outputs; renumber counts 1..n."""
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     nb.metadata.pop("papermill", None)
     nb.metadata.get("kernelspec", {}).update({"name": "python3", "display_name": "Python 3"})
+    count = 0
     for cell in nb.cells:
         for key in ("papermill", "execution", "collapsed", "scrolled"):
             cell.metadata.pop(key, None)
         if not cell.metadata.get("tags", True):
             cell.metadata.pop("tags")
         if cell.cell_type == "code":
-            cell.execution_count = None
+            count += 1  # renumbered 1..n: nbval refuses outputs on a cell without a count
+            cell.execution_count = count
             for out in cell.outputs:
                 if "execution_count" in out:
-                    out["execution_count"] = None
+                    out["execution_count"] = count
     return nb
 
 

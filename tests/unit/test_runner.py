@@ -54,7 +54,7 @@ def test_success_saves_clean_outputs(tmp_path):
     saved = nbformat.read(str(nb), as_version=4)
     assert len(saved.cells) == 2 and "papermill" not in saved.metadata  # injected cell and metadata dropped
     assert saved.cells[1].outputs[0]["text"].strip() == "seed 4 smoke"
-    assert saved.cells[1].execution_count is None
+    assert [c.execution_count for c in saved.cells] == [1, 2]
 
 
 def test_cli_errors_are_one_line(capsys):
