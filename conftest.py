@@ -7,3 +7,4 @@ os.environ["WORKBENCH_PROFILE"] = "smoke"
 os.environ.setdefault("WORKBENCH_RESULTS", os.path.join(_TMP, "results"))
 os.environ.setdefault("WORKBENCH_FIGURES", os.path.join(_TMP, "figures"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub

