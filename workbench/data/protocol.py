@@ -19,6 +19,7 @@ class Protocol:
     test: pd.DataFrame       # user_id, history, target, candidates
     folder: object           # where the candidate files are
     dropped_users: int
+    seqs: pd.DataFrame       # every kept user's full sequence (for drawing training candidates among unseen items)
 
     @property
     def n_items(self) -> int:
@@ -40,4 +41,4 @@ def load_protocol(cfg: dict) -> Protocol:
         if views[which]["candidates"].isna().any():
             raise ValueError(f"candidate file in {folder} misses some users: delete the folder and run prepare again")
     return Protocol(data, split, training_windows(split, cfg["HISTORY_LEN"]), views["valid"], views["test"], folder,
-                    seqs.attrs["dropped_users"])
+                    seqs.attrs["dropped_users"], seqs)

@@ -62,24 +62,41 @@ def eval_examples(split: pd.DataFrame, which: str, history_len: int) -> pd.DataF
                          "target": split[which].to_numpy()})
 
 
-def sample_candidates(split: pd.DataFrame, seqs: pd.DataFrame, item_ids, which: str, n_negatives: int = 19,
-                      seed: int = 0) -> pd.DataFrame:
-    """Target + n_negatives items the user never interacted with, uniform without replacement, then shuffled.
+def draw_candidates(users, targets, seqs: pd.DataFrame, item_ids, n_negatives: int, seed: int, streams) -> list:
+    """Target + n_negatives never-interacted items per row, uniform without replacement, shuffled.
 
-    Each user's draw depends only on (seed, user, split), so a subset of users sees the same candidates.
+    Row k draws from default_rng([seed, user, *streams[k]]): a row's candidates do not depend on the other rows.
     """
     item_ids = np.asarray(sorted(set(int(i) for i in item_ids)))
     seen = dict(zip(seqs["user_id"], seqs["items"]))
-    split_index = SPLITS.index(which)
-    rows = []
-    for user, target in zip(split["user_id"], split[which]):
-        pool = np.setdiff1d(item_ids, np.asarray(seen[user]), assume_unique=False)
+    out = []
+    for user, target, stream in zip(users, targets, streams):
+        pool = np.setdiff1d(item_ids, np.asarray(seen[user]))
         if len(pool) < n_negatives:
             raise DataError(f"user {user} has only {len(pool)} unseen items, fewer than N_NEGATIVES={n_negatives}")
-        rng = np.random.default_rng([seed, int(user), split_index])
+        rng = np.random.default_rng([seed, int(user), *stream])
         cands = np.concatenate([[target], rng.choice(pool, size=n_negatives, replace=False)])
-        rows.append((int(user), int(target), rng.permutation(cands).astype("int64").tolist()))
-    return pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+        out.append(rng.permutation(cands).astype("int64").tolist())
+    return out
+
+
+def sample_candidates(split: pd.DataFrame, seqs: pd.DataFrame, item_ids, which: str, n_negatives: int = 19,
+                      seed: int = 0) -> pd.DataFrame:
+    """The fixed evaluation candidates of one split; each user's draw depends only on (seed, user, split)."""
+    streams = [(SPLITS.index(which),)] * len(split)
+    cands = draw_candidates(split["user_id"], split[which], seqs, item_ids, n_negatives, seed, streams)
+    return pd.DataFrame({"user_id": split["user_id"].astype("int64").to_numpy(),
+                         "target": split[which].astype("int64").to_numpy(), "candidates": cands})
+
+
+def training_candidates(windows: pd.DataFrame, seqs: pd.DataFrame, item_ids, n_negatives: int = 19,
+                        seed: int = 0) -> pd.DataFrame:
+    """Training windows with a candidate list each (for LLM prompts), drawn like the evaluation candidates."""
+    streams = [(len(SPLITS), int(k)) for k in windows.index]
+    out = windows.copy()
+    out["candidates"] = draw_candidates(windows["user_id"], windows["target"], seqs, item_ids, n_negatives, seed,
+                                        streams)
+    return out
 
 
 def prepared_dir(dataset: str, seed: int, n_negatives: int, min_interactions: int):

@@ -1,0 +1,128 @@
+"""Candidate scoring with a causal LM: prefix-shared log-likelihood (one pass per user), naive per-candidate
+scoring (the reference it must equal), and generate-then-match (with ValidRatio).
+
+Reproduce the comparison: `python benchmarks/ranking.py`.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from . import metrics as M
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def completion_ids(tokenizer, completions) -> list[list[int]]:
+    """Token ids of each completion followed by the end-of-turn token (as TRL trains it)."""
+    out = [_ids(tokenizer, c + tokenizer.eos_token) for c in completions]
+    if any(len(c) < 2 for c in out):
+        raise ValueError("an empty completion (candidate title) cannot be scored: fix the item titles")
+    return out
+
+
+def _reduce(token_logp: torch.Tensor, mask: torch.Tensor, reduce: str) -> torch.Tensor:
+    total = (token_logp * mask).sum(-1)
+    if reduce == "sum":
+        return total
+    if reduce == "mean":
+        return total / mask.sum(-1)
+    raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+
+
+@torch.no_grad()
+def score_prefix_shared(model, tokenizer, prompt: str, completions, reduce: str = "sum") -> np.ndarray:
+    """Log-likelihood of each completion after the prompt, encoding the prompt once and reusing its KV cache."""
+    device = model.device
+    p_ids = torch.tensor([_ids(tokenizer, prompt)], device=device)
+    c_ids = completion_ids(tokenizer, completions)
+    n, longest = len(c_ids), max(map(len, c_ids))
+    out = model(input_ids=p_ids, use_cache=True)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(n)  # the forward below appends to it: this cache is used once
+    batch = torch.full((n, longest), tokenizer.pad_token_id, device=device)
+    mask = torch.zeros(n, longest, device=device)
+    for row, ids in enumerate(c_ids):
+        batch[row, :len(ids)] = torch.tensor(ids, device=device)
+        mask[row, :len(ids)] = 1
+    p = p_ids.shape[1]
+    attention = torch.cat([torch.ones(n, p, device=device), mask], dim=1)
+    positions = torch.arange(p, p + longest, device=device).expand(n, -1)
+    logits = model(input_ids=batch, past_key_values=cache, attention_mask=attention, position_ids=positions).logits
+    # token j of a completion is predicted by the prompt's last position (j = 0) or by completion position j - 1
+    first = out.logits[:, -1:].expand(n, -1, -1)
+    pred = torch.cat([first, logits[:, :-1]], dim=1).float().log_softmax(-1)
+    token_logp = pred.gather(-1, batch.unsqueeze(-1)).squeeze(-1)
+    return _reduce(token_logp, mask, reduce).cpu().numpy()
+
+
+@torch.no_grad()
+def score_naive(model, tokenizer, prompt: str, completions, reduce: str = "sum") -> np.ndarray:
+    """The reference: one full forward pass of prompt + completion per candidate."""
+    p_ids = _ids(tokenizer, prompt)
+    scores = []
+    for ids in completion_ids(tokenizer, completions):
+        full = torch.tensor([p_ids + ids], device=model.device)
+        logp = model(input_ids=full).logits[0, len(p_ids) - 1:-1].float().log_softmax(-1)
+        token_logp = logp.gather(-1, torch.tensor(ids, device=model.device)[:, None]).squeeze(-1)
+        scores.append(_reduce(token_logp[None], torch.ones_like(token_logp)[None], reduce).item())
+    return np.asarray(scores)
+
+
+def normalise_title(text: str) -> str:
+    """Lower case, punctuation and surrounding quotes removed, spaces collapsed."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def match_title(generated: str, titles: list[str], cutoff: float = 0.8) -> int | None:
+    """Index of the candidate title the generated text names (exact after normalising, else closest above cutoff)."""
+    gen = normalise_title(generated.split("\n")[0])
+    norm = [normalise_title(t) for t in titles]
+    if gen in norm:
+        return norm.index(gen)
+    close = difflib.get_close_matches(gen, norm, n=1, cutoff=cutoff)
+    return norm.index(close[0]) if close else None
+
+
+@torch.no_grad()
+def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
+    """Greedy generation after the prompt, decoded up to the end-of-turn token."""
+    ids = torch.tensor([_ids(tokenizer, prompt)], device=model.device)
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, method: str = "prefix",
+                  reduce: str = "sum", progress: bool = True) -> pd.DataFrame:
+    """Per-user target ranks for prompts in `examples` aligned with `view` (candidates, target).
+
+    method: "prefix" (prefix-shared likelihood), "naive" (per-candidate likelihood) or "generate" (generate-then-match:
+    the matched candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
+    """
+    model.eval()
+    rows = []
+    items = zip(examples["prompt"], view["candidates"], view["target"], view["user_id"])
+    for prompt, cands, target, user in tqdm(list(items), desc=f"ranking ({method})", disable=not progress,
+                                            mininterval=10):
+        titles = [catalog.title(i) for i in cands]
+        if method == "generate":
+            answer = generate_answer(model, tokenizer, prompt)
+            hit = match_title(answer, titles)
+            scores = np.zeros(len(cands))
+            if hit is not None:
+                scores[hit] = 1.0
+            rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0]),
+                         "valid": hit is not None, "answer": answer})
+            continue
+        score = score_prefix_shared if method == "prefix" else score_naive
+        scores = score(model, tokenizer, prompt, titles, reduce)
+        rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0])})
+    return pd.DataFrame(rows)
