@@ -23,8 +23,10 @@ def ranks_from_scores(scores, target_index) -> np.ndarray:
 
 
 def per_user_metrics(ranks) -> pd.DataFrame:
-    """One row per user, one column per metric in METRICS."""
+    """One row per user, one column per metric in METRICS; 2-D ranks (users x seeds) are averaged over seeds."""
     r = np.asarray(ranks, dtype=float)
+    if r.ndim == 2:
+        return sum(per_user_metrics(r[:, j]) for j in range(r.shape[1])) / r.shape[1]
     if r.size == 0:
         raise ValueError("no ranks to evaluate: the evaluation set is empty")
     if (r < 1).any():

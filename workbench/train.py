@@ -6,6 +6,8 @@ last complete one; NaN loss stops the run naming the step.  Methods with extra l
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import re
@@ -54,6 +56,17 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     )
 
 
+def checkpoint_dir(run: str, cfg: dict) -> Path:
+    """Where a run's checkpoints live: $WORKBENCH_CHECKPOINTS (default: the cache) / <run>-<hash of its settings>.
+
+    The same settings resume (or reuse) the same training; changed settings start afresh.
+    """
+    from .assets import cache_dir
+    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    root = Path(os.environ.get("WORKBENCH_CHECKPOINTS") or cache_dir("checkpoints"))
+    return root / f"{run}-{key}"
+
+
 def last_complete_checkpoint(output_dir: Path) -> str | None:
     """The newest checkpoint whose trainer_state.json (written last) exists; half-written ones are skipped."""
     if not Path(output_dir).is_dir():
@@ -71,7 +84,7 @@ def loss_history(trainer) -> pd.DataFrame:
 
 
 def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, device: str = "cpu",
-              trainer_cls=None, resume: bool = True, **trainer_kwargs):
+              trainer_cls=None, resume: bool = True, callbacks=(), **trainer_kwargs):
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
 
     An earlier interrupted run in `output_dir` is resumed from its last complete checkpoint; the final adapter is
@@ -86,7 +99,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     data = Dataset.from_pandas(examples[["prompt", "completion"]].reset_index(drop=True))
     trainer = (trainer_cls or SFTTrainer)(
         model=model, args=sft_config(cfg, output_dir, device, max_length), train_dataset=data,
-        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[StopOnNanLoss()], **trainer_kwargs)
+        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[StopOnNanLoss(), *callbacks], **trainer_kwargs)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}")

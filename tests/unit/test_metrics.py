@@ -67,3 +67,11 @@ def test_format_table_has_one_row_per_method():
     wide = M.format_table(long)
     assert list(wide.index) == ["A", "B"] and list(wide.columns) == list(M.METRICS)
     assert wide.loc["A", "HR@1"].startswith("0.333 [")
+
+
+def test_several_seeds_are_averaged_per_user():
+    two_seeds = np.array([[1, 3], [2, 2]])
+    got = M.per_user_metrics(two_seeds)
+    assert got["HR@1"].tolist() == [0.5, 0.0]
+    assert got["MRR"].tolist() == pytest.approx([(1 + 1 / 3) / 2, 0.5])
+    assert M.bootstrap_ci(two_seeds, 50).loc["HR@1", "mean"] == pytest.approx(0.25)
