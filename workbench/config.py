@@ -38,8 +38,8 @@ _BASE = dict(
     DEVICE=None,            # None = cuda if available, else cpu
     # LLM methods (notebooks 03+)
     MODEL="smollm2-135m",   # smollm2-135m (offline) | tiny (smoke) | any Hugging Face causal LM name or local path
-    LLM_EVAL_USERS=40,      # test users scored by the LLM (seeded subset of the evaluated users); None = all
-    LLM_TRAIN_SAMPLES=64,   # training windows used for SFT (seeded subset); None = all
+    LLM_EVAL_USERS=60,      # test users scored by the LLM (seeded subset of the evaluated users); None = all
+    LLM_TRAIN_SAMPLES=96,   # training windows used for SFT (seeded subset); None = all
     LLM_EPOCHS=1,           # passes over the SFT samples, each with its own augmentation draw
     LLM_BATCH_SIZE=4,
     GRAD_ACCUM=2,
@@ -57,6 +57,8 @@ _BASE = dict(
     MASK_P=0.2,             # probability of dropping each non-title key (mask augmentation)
     GEN_EVAL_USERS=10,      # users for the generate-then-match comparison
     ABLATION_SEEDS=(0,),    # seeds per ablation arm (>= 3 in the gpu profile)
+    ABLATION_EVAL_USERS=40,     # LLM_EVAL_USERS for each ablation arm
+    ABLATION_TRAIN_SAMPLES=48,  # LLM_TRAIN_SAMPLES for each ablation arm
     ABLATION_ARMS=("none", "shuffle", "mask", "both"),
 )
 
@@ -65,13 +67,14 @@ PROFILES: dict[str, dict] = {
     "smoke": {**_BASE, "MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1,
               "N_BOOTSTRAP": 100, "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 16,
               "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-3, "SAVE_STEPS": 2, "MAX_PROMPT_TOKENS": 1024,
-              "GEN_EVAL_USERS": 3},
+              "GEN_EVAL_USERS": 3, "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
     # `make run` on 2 CPU cores (DESIGN §3)
     "cpu": dict(_BASE),
     # real experiments on a GPU
     "gpu": {**_BASE, "EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000,
             "LLM_EPOCHS": 2, "LLM_BATCH_SIZE": 16, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-4, "WARMUP_STEPS": 50,
-            "SAVE_STEPS": 200, "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": (0, 1, 2)},
+            "SAVE_STEPS": 200, "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": (0, 1, 2),
+            "ABLATION_EVAL_USERS": None, "ABLATION_TRAIN_SAMPLES": 20000},
 }
 
 
