@@ -50,3 +50,19 @@ def test_exploration_recorded_protocol_checks(smoke_run):
     summary = json.loads((results_dir() / "data-ml-100k" / "summary.json").read_text())
     assert summary["users"] == 943 and summary["candidates_per_user"] == [20]
     assert summary["target_in_candidates"] and summary["negatives_unseen"]
+
+
+def test_mkv_notebooks_saved_their_runs(smoke_run):
+    cfg = config.resolve("smoke")
+    record, ranks = load_run("mkv-lora-smoke-seed0")
+    assert record["n_users"] == cfg["LLM_EVAL_USERS"] == len(ranks) and ranks["rank"].between(1, 20).all()
+    assert record["sft_samples"] == cfg["LLM_TRAIN_SAMPLES"] * cfg["LLM_EPOCHS"]
+    losses = [r["loss"] for r in record["loss_history"]]
+    assert losses and all(l == l and l < 50 for l in losses)  # finite
+    assert 0 <= record["generate_then_match"]["valid_ratio"] <= 1
+    zero, zero_ranks = load_run("mkv-zeroshot-smoke-seed0")
+    assert set(zero_ranks["user_id"]) == set(ranks["user_id"])  # the same evaluated users
+    for arm in cfg["ABLATION_ARMS"]:
+        arm_record, _ = load_run(f"mkv-ablation-{arm}-smoke-seed0")
+        assert arm_record["ablation_arm"] == arm and arm_record["n_users"] == cfg["ABLATION_EVAL_USERS"]
+    assert (results_dir() / "mkv-ablation-smoke-summary.csv").exists()

@@ -1,6 +1,7 @@
 """Runtime settings a result depends on: seeds, CPU threads, device, and the environment recorded with each result."""
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -41,11 +42,12 @@ def set_threads(num_threads: int | None) -> int:
     return int(num_threads)
 
 
-RUN_OUTPUTS = (":!notebooks", ":!results", ":!figures")  # what a run writes: not a code change
+RUN_OUTPUTS = (":!notebooks", ":!results", ":!figures", ":!*.md")  # what a run writes, and prose: not code changes
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The current git commit of the workbench checkout ('+dirty' if code changed), or None outside git."""
+    """The git commit of the workbench checkout when it was imported ('+dirty' if code changed), or None."""
     root = Path(__file__).resolve().parent.parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
@@ -73,3 +75,6 @@ def device_description(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
     return f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+
+
+git_commit()  # record the commit of the code this process imported, not of a later checkout
