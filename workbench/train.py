@@ -59,10 +59,11 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
 def checkpoint_dir(run: str, cfg: dict) -> Path:
     """Where a run's checkpoints live: $WORKBENCH_CHECKPOINTS (default: the cache) / <run>-<hash of its settings>.
 
-    The same settings resume (or reuse) the same training; changed settings start afresh.
+    The same settings and code (git commit) resume or reuse the same training; anything else starts afresh.
     """
     from .assets import cache_dir
-    key = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    from .runtime import git_commit
+    key = hashlib.sha256(json.dumps([cfg, git_commit()], sort_keys=True, default=str).encode()).hexdigest()[:10]
     root = Path(os.environ.get("WORKBENCH_CHECKPOINTS") or cache_dir("checkpoints"))
     return root / f"{run}-{key}"
 
