@@ -76,8 +76,10 @@ def loss_curve(history: pd.DataFrame, title: str = "SFT loss (completion tokens)
     """Training loss per optimisation step with a moving average."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.plot(history["step"], history["loss"], color="C0", alpha=0.4, marker=".", label="per step")
-    window = max(1, len(history) // 10)
-    ax.plot(history["step"], history["loss"].rolling(window, min_periods=1).mean(), color="C0", label=f"mean of {window}")
+    window = max(3, len(history) // 10)
+    if len(history) >= 2 * window:
+        ax.plot(history["step"], history["loss"].rolling(window, min_periods=1).mean(), color="C0",
+                label=f"moving mean of {window} steps")
     ax.set(xlabel="optimisation step", ylabel="cross-entropy", title=title)
     ax.legend(frameon=False)
     return fig
