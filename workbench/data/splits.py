@@ -6,6 +6,7 @@ Reproduce: `python -m workbench prepare --seed 0` (prints where the files are).
 from __future__ import annotations
 
 import json
+from functools import partial
 import logging
 
 import numpy as np
@@ -121,7 +122,7 @@ def prepare(data: Dataset, seed: int = 0, n_negatives: int = 19, min_interaction
     hashes = {}
     for which in SPLITS:
         cands = sample_candidates(split, seqs, data.items["item_id"], which, n_negatives, seed)
-        path = assets.atomic_write(out / f"candidates_{which}.parquet", lambda tmp: cands.to_parquet(tmp, index=False))
+        path = assets.atomic_write(out / f"candidates_{which}.parquet", partial(cands.to_parquet, index=False))
         hashes[path.name] = assets.sha256_of(path)
     info = {"dataset": data.name, "seed": seed, "n_negatives": n_negatives, "min_interactions": min_interactions,
             "users": len(split), "dropped_users": seqs.attrs["dropped_users"], "sha256": hashes}
@@ -137,7 +138,8 @@ def load_candidates(folder, which: str) -> pd.DataFrame:
     try:
         df = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path} is unreadable ({type(err).__name__}): delete it and run `python -m workbench prepare`")
+        raise DataError(f"{path} is unreadable ({type(err).__name__}): delete it and run "
+                        f"`python -m workbench prepare`") from None
     missing = [c for c in CANDIDATE_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path} lacks column(s) {', '.join(missing)}: delete it and run `python -m workbench prepare`")
