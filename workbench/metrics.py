@@ -99,3 +99,9 @@ def format_table(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     cell = long.apply(lambda r: f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]", axis=1)
     wide = long.assign(cell=cell).pivot(index="method", columns="metric", values="cell")
     return wide.reindex(index=list(dict.fromkeys(long["method"])), columns=[m for m in METRICS if m in wide.columns])
+
+
+def paired_against(ranks_by_method: dict, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Paired bootstrap of every method against `reference`; all rank arrays must hold the same users in one order."""
+    return pd.concat({f"{name} - {reference}": paired_bootstrap(r, ranks_by_method[reference], n_boot, seed)
+                      for name, r in ranks_by_method.items() if name != reference})

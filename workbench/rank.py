@@ -1,5 +1,6 @@
 """Candidate scoring with a causal LM: prefix-shared log-likelihood (one pass per user), naive per-candidate
-scoring (the reference it must equal), and generate-then-match (with ValidRatio).
+scoring (the reference it must equal), and generate-then-match (with ValidRatio).  Each takes optional soft-token
+vectors for the prompt's placeholders (`softtokens.splice`, the one code path); without them the model reads ids.
 
 Reproduce the comparison: `python benchmarks/ranking.py`.
 """
@@ -14,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics as M
+from .softtokens import check_soft_ids, splice
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -37,14 +39,22 @@ def _reduce(token_logp: torch.Tensor, mask: torch.Tensor, reduce: str) -> torch.
     raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
 
 
-@torch.no_grad()
-def score_prefix_shared(model, tokenizer, prompt: str, completions, reduce: str = "sum") -> np.ndarray:
-    """Log-likelihood of each completion after the prompt, encoding the prompt once and reusing its KV cache."""
+def _inputs(model, ids: torch.Tensor, soft: torch.Tensor | None) -> dict:
+    """Model inputs for token ids: the ids themselves, or with soft tokens the embeddings `splice` builds."""
+    return {"input_ids": ids} if soft is None else {"inputs_embeds": splice(model, ids, soft)}
+
+
+def prefix_shared_logp(model, tokenizer, prompt: str, completions, reduce: str = "sum",
+                       soft: torch.Tensor | None = None) -> torch.Tensor:
+    """Log-likelihood of each completion after the prompt (one prompt pass, its KV cache reused); differentiable.
+
+    soft: None, or (k, hidden) vectors for the prompt's k soft-token placeholders (spliced in the prompt pass only).
+    """
     device = model.device
     p_ids = torch.tensor([_ids(tokenizer, prompt)], device=device)
     c_ids = completion_ids(tokenizer, completions)
     n, longest = len(c_ids), max(map(len, c_ids))
-    out = model(input_ids=p_ids, use_cache=True)
+    out = model(**_inputs(model, p_ids, soft), use_cache=True)
     cache = out.past_key_values
     cache.batch_repeat_interleave(n)  # the forward below appends to it: this cache is used once
     batch = torch.full((n, longest), tokenizer.pad_token_id, device=device)
@@ -60,17 +70,25 @@ def score_prefix_shared(model, tokenizer, prompt: str, completions, reduce: str 
     first = out.logits[:, -1:].expand(n, -1, -1)
     pred = torch.cat([first, logits[:, :-1]], dim=1).float().log_softmax(-1)
     token_logp = pred.gather(-1, batch.unsqueeze(-1)).squeeze(-1)
-    return _reduce(token_logp, mask, reduce).cpu().numpy()
+    return _reduce(token_logp, mask, reduce)
 
 
 @torch.no_grad()
-def score_naive(model, tokenizer, prompt: str, completions, reduce: str = "sum") -> np.ndarray:
+def score_prefix_shared(model, tokenizer, prompt: str, completions, reduce: str = "sum",
+                        soft: torch.Tensor | None = None) -> np.ndarray:
+    """Log-likelihood of each completion after the prompt, encoding the prompt once and reusing its KV cache."""
+    return prefix_shared_logp(model, tokenizer, prompt, completions, reduce, soft).cpu().numpy()
+
+
+@torch.no_grad()
+def score_naive(model, tokenizer, prompt: str, completions, reduce: str = "sum",
+                soft: torch.Tensor | None = None) -> np.ndarray:
     """The reference: one full forward pass of prompt + completion per candidate."""
     p_ids = _ids(tokenizer, prompt)
     scores = []
     for ids in completion_ids(tokenizer, completions):
         full = torch.tensor([p_ids + ids], device=model.device)
-        logp = model(input_ids=full).logits[0, len(p_ids) - 1:-1].float().log_softmax(-1)
+        logp = model(**_inputs(model, full, soft)).logits[0, len(p_ids) - 1:-1].float().log_softmax(-1)
         token_logp = logp.gather(-1, torch.tensor(ids, device=model.device)[:, None]).squeeze(-1)
         scores.append(_reduce(token_logp[None], torch.ones_like(token_logp)[None], reduce).item())
     return np.asarray(scores)
@@ -92,29 +110,51 @@ def match_title(generated: str, titles: list[str], cutoff: float = 0.8) -> int |
 
 
 @torch.no_grad()
-def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32) -> str:
-    """Greedy generation after the prompt, decoded up to the end-of-turn token."""
+def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32, soft: torch.Tensor | None = None) -> str:
+    """Greedy generation after the prompt, decoded up to the end-of-turn token.
+
+    With soft tokens the ids go along with the spliced embeddings: a decoder-only `generate` then runs its first step
+    on the embeddings and still returns prompt + new tokens (given embeddings alone, it returns only the new ones).
+    """
     ids = torch.tensor([_ids(tokenizer, prompt)], device=model.device)
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                         do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    out = model.generate(**{"input_ids": ids, **_inputs(model, ids, soft)}, attention_mask=torch.ones_like(ids),
+                         max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
-def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, method: str = "prefix",
-                  reduce: str = "sum", progress: bool = True) -> pd.DataFrame:
+SCORERS = ("prefix", "naive", "generate")
+
+
+def _soft_vectors(examples: pd.DataFrame, soft_embedder, device) -> list:
+    """Per row: None without a soft_embedder, else its vectors for the row's `soft_ids` (one per placeholder)."""
+    if soft_embedder is None:
+        return [None] * len(examples)
+    check_soft_ids(examples)
+    soft_embedder.eval()
+    return [soft_embedder(torch.as_tensor(list(ids), dtype=torch.long, device=device)) for ids in examples["soft_ids"]]
+
+
+@torch.no_grad()
+def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "prefix",
+                  reduce: str = "sum", progress: bool = True, soft_embedder=None) -> pd.DataFrame:
     """Per-user target ranks for prompts in `examples` aligned with `view` (candidates, target).
 
-    method: "prefix" (prefix-shared likelihood), "naive" (per-candidate likelihood) or "generate" (generate-then-match:
+    scorer: "prefix" (prefix-shared likelihood), "naive" (per-candidate likelihood) or "generate" (generate-then-match:
     the matched candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
+    soft_embedder: a module mapping a LongTensor of ids to (n, hidden) vectors, read from the `soft_ids` column.
     """
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
     model.eval()
     rows = []
-    items = zip(examples["prompt"], view["candidates"], view["target"], view["user_id"])
-    for prompt, cands, target, user in tqdm(list(items), desc=f"ranking ({method})", disable=not progress,
-                                            mininterval=10):
+    items = zip(examples["prompt"], _soft_vectors(examples, soft_embedder, model.device), view["candidates"],
+                view["target"], view["user_id"])
+    for prompt, soft, cands, target, user in tqdm(list(items), desc=f"ranking ({scorer})", disable=not progress,
+                                                  mininterval=10):
         titles = [catalog.title(i) for i in cands]
-        if method == "generate":
-            answer = generate_answer(model, tokenizer, prompt)
+        if scorer == "generate":
+            answer = generate_answer(model, tokenizer, prompt, soft=soft)
             hit = match_title(answer, titles)
             scores = np.zeros(len(cands))
             if hit is not None:
@@ -122,7 +162,7 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
             rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0]),
                          "valid": hit is not None, "answer": answer})
             continue
-        score = score_prefix_shared if method == "prefix" else score_naive
-        scores = score(model, tokenizer, prompt, titles, reduce)
+        score = score_prefix_shared if scorer == "prefix" else score_naive
+        scores = score(model, tokenizer, prompt, titles, reduce, soft)
         rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0])})
     return pd.DataFrame(rows)

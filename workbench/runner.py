@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 
+from . import config
+from .assets import atomic_write
 from .config import ConfigError, profile_name
+from .runtime import git_commit
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -87,37 +92,71 @@ def clean_notebook(nb):
     return nb
 
 
+def kernel_environment() -> dict:
+    """Environment variables for the notebook kernels: this checkout first on PYTHONPATH (not an installed copy)."""
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def new_run_dir(root: Path | None = None) -> Path:
+    """A fresh runs/<timestamp>-<suffix>/ folder; two runs started in the same second get different folders."""
+    root = Path(root or ROOT / "runs")
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+
+
+def write_record(out_dir: Path, profile: str, summary: list, status: str) -> Path:
+    """runs/<...>/run.json, rewritten atomically after every notebook (and on an interruption)."""
+    record = {"profile": profile, "status": status, "commit": git_commit(), "notebooks": summary}
+    return atomic_write(out_dir / "run.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=str)))
+
+
 def run_notebooks(paths, profile: str | None = None, params: dict | None = None, out_dir: Path | None = None,
                   save_outputs: bool = False, keep_going: bool = False, progress: bool = True) -> list[dict]:
-    """Execute each notebook with papermill; prints per-notebook time; raises RuntimeError naming the failing cell."""
+    """Execute each notebook with papermill; prints per-notebook time; raises RuntimeError naming the failing cell.
+
+    Parameters are checked (names against each notebook's parameters cell, values against their types and ranges)
+    before any kernel starts; tuples are passed as lists (papermill has no tuple literal).
+    """
     import papermill
     profile = profile_name(profile)
-    per_notebook = check_parameters(paths, params or {})
-    out_dir = Path(out_dir or ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S"))
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in (params or {}).items()}
+    per_notebook = check_parameters(paths, params)
+    config.resolve(profile, **{k: v for k, v in params.items() if k in config.PARAMS})  # types and ranges, now
+    out_dir = Path(out_dir) if out_dir else new_run_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.update(kernel_environment())
     summary, failures = [], []
-    for i, path in enumerate(paths, 1):
-        output = out_dir / path.name
-        print(f"[{i}/{len(paths)}] {path.stem} (profile {profile}) -> {output}", flush=True)
-        start = time.time()
-        record = {"notebook": path.name, "output": str(output), "parameters": per_notebook[path], "profile": profile}
-        try:
-            papermill.execute_notebook(str(path), str(output), parameters={"PROFILE": profile, **per_notebook[path]},
-                                       cwd=str(path.parent), progress_bar=progress, kernel_name="python3")
-            record["status"] = "ok"
-        except papermill.PapermillExecutionError as err:
-            record.update(status="failed", cell=err.exec_count, error=f"{err.ename}: {err.evalue}")
-            failures.append(f"{path.name} failed at cell [{err.exec_count}] with {err.ename}: {err.evalue} "
-                            f"(traceback in {output})")
-        record["seconds"] = round(time.time() - start, 1)
-        print(f"    {record['status']} in {record['seconds']:.0f} s", flush=True)
-        summary.append(record)
-        if record["status"] == "ok" and save_outputs:
-            nbformat.write(clean_notebook(nbformat.read(output, as_version=4)), str(path))
-        if failures and not keep_going:
-            break
-    (out_dir / "run.json").write_text(json.dumps({"profile": profile, "notebooks": summary}, indent=2))
+    try:
+        for i, path in enumerate(paths, 1):
+            output = out_dir / path.name
+            print(f"[{i}/{len(paths)}] {path.stem} (profile {profile}) -> {output}", flush=True)
+            start = time.time()
+            record = {"notebook": path.name, "output": str(output), "parameters": per_notebook[path],
+                      "profile": profile, "status": "running"}
+            summary.append(record)
+            write_record(out_dir, profile, summary, "running")
+            try:
+                papermill.execute_notebook(str(path), str(output), parameters={"PROFILE": profile, **per_notebook[path]},
+                                           cwd=str(path.parent), progress_bar=progress, kernel_name="python3")
+                record["status"] = "ok"
+            except papermill.PapermillExecutionError as err:
+                record.update(status="failed", cell=err.exec_count, error=f"{err.ename}: {err.evalue}")
+                failures.append(f"{path.name} failed at cell [{err.exec_count}] with {err.ename}: "
+                                f"{err.evalue.splitlines()[0] if err.evalue else ''} (traceback in {output})")
+            record["seconds"] = round(time.time() - start, 1)
+            print(f"    {record['status']} in {record['seconds']:.0f} s", flush=True)
+            if record["status"] == "ok" and save_outputs:
+                nbformat.write(clean_notebook(nbformat.read(output, as_version=4)), str(path))
+            if failures and not keep_going:
+                break
+    except BaseException:
+        for record in summary:
+            if record["status"] == "running":
+                record["status"] = "interrupted"
+        write_record(out_dir, profile, summary, "interrupted")
+        raise
+    write_record(out_dir, profile, summary, "failed" if failures else "ok")
     if failures:
         raise RuntimeError("; ".join(failures))
     return summary
-

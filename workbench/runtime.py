@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import random
@@ -10,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "numpy", "pandas", "papermill")
 
@@ -42,18 +45,41 @@ def set_threads(num_threads: int | None) -> int:
     return int(num_threads)
 
 
-RUN_OUTPUTS = (":!notebooks", ":!results", ":!figures", ":!*.md")  # what a run writes, and prose: not code changes
+RUN_OUTPUTS = (":!results", ":!figures", ":!*.md")  # what a run writes, and prose: not code changes
 
 
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The git commit of the workbench checkout when it was imported ('+dirty' if code changed), or None."""
-    root = Path(__file__).resolve().parent.parent
+def _notebook_sources(text: str) -> list:
+    """(cell type, source) of every cell: the code a notebook holds, without its outputs."""
+    try:
+        cells = json.loads(text).get("cells", [])
+    except ValueError:
+        return [("unreadable", text)]
+    return [(c.get("cell_type"), "".join(c.get("source", ""))) for c in cells]
+
+
+def code_changed(root: Path) -> bool:
+    """Whether tracked code differs from HEAD: any file but results, figures and prose; notebooks by cell source only.
+
+    A notebook whose outputs were re-written by a run is unchanged; an edited cell is a change (notebooks hold code).
+    """
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *RUN_OUTPUTS],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if not path.endswith(".ipynb") or not (root / path).exists():
+            return True
+        head = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, text=True)
+        if head.returncode != 0 or _notebook_sources(head.stdout) != _notebook_sources((root / path).read_text()):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit(root: Path = ROOT) -> str | None:
+    """The git commit of the checkout when it was imported ('+dirty' if its code differs from HEAD), or None."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *RUN_OUTPUTS],
-                               cwd=root, capture_output=True, text=True).stdout.strip()
-        return sha.strip() + ("+dirty" if dirty else "")
+        return sha.strip() + ("+dirty" if code_changed(Path(root)) else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 

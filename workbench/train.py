@@ -3,6 +3,8 @@
 Prompt-completion data, loss on the completion only; SFTConfig built in code (TRL's argument parser misreads a
 notebook kernel's argv); CPU-safe settings on CPU, bf16 on CUDA; checkpoints every SAVE_STEPS and resume from the
 last complete one; NaN loss stops the run naming the step.  Methods with extra losses pass a trainer subclass.
+Soft tokens (`soft_embedder`): rows carry `soft_ids`; SoftTokenSFTTrainer keeps them through TRL's tokenisation and
+collation, splices the embedder's vectors into the prompt embeddings and trains the embedder with the adapter.
 """
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from . import softtokens as st
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -32,6 +37,36 @@ class StopOnNanLoss(TrainerCallback):
         if loss is not None and not math.isfinite(loss):
             raise NanLossError(f"training loss is {loss} at step {state.global_step}: lower LEARNING_RATE "
                                f"(now {args.learning_rate}) or check the data; checkpoints so far are kept")
+
+
+class SoftTokenSFTTrainer(SFTTrainer):
+    """SFTTrainer for rows with `soft_ids`: their vectors replace the prompt's placeholders, and the embedder is trained
+    with the adapter (a submodule of the PEFT model: optimised, clipped, moved with it) and checkpointed beside it."""
+
+    def __init__(self, *args, soft_embedder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model.soft_embedder = soft_embedder.to(self.args.device)
+        self.data_collator = st.SoftIdsCollator(self.data_collator)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "soft_ids" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "soft_ids"]  # kept by remove_unused_columns
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        vectors = self.model.soft_embedder(st.unpad(inputs["soft_ids"]))
+        embeds = st.splice(self.model, inputs["input_ids"], vectors)
+        inputs = {**{k: v for k, v in inputs.items() if k not in ("input_ids", "soft_ids")}, "inputs_embeds": embeds}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            st.save_embedder(self.model.soft_embedder, output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        st.load_embedder(self.model.soft_embedder, resume_from_checkpoint)
 
 
 def lora_config(cfg: dict):
@@ -84,23 +119,36 @@ def loss_history(trainer) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "loss", "learning_rate"])
 
 
+def _trainer_setup(examples: pd.DataFrame, trainer_cls, soft_embedder) -> tuple:
+    """The dataset columns, trainer class and extra trainer arguments, with or without soft tokens."""
+    if soft_embedder is None:
+        return ["prompt", "completion"], trainer_cls or SFTTrainer, {}
+    st.check_soft_ids(examples)
+    trainer_cls = trainer_cls or SoftTokenSFTTrainer
+    if not issubclass(trainer_cls, SoftTokenSFTTrainer):
+        raise TypeError(f"{trainer_cls.__name__} cannot train soft tokens: subclass train.SoftTokenSFTTrainer instead")
+    return ["prompt", "completion", "soft_ids"], trainer_cls, {"soft_embedder": soft_embedder}
+
+
 def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, device: str = "cpu",
-              trainer_cls=None, resume: bool = True, callbacks=(), **trainer_kwargs):
+              trainer_cls=None, resume: bool = True, callbacks=(), soft_embedder=None, **trainer_kwargs):
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
 
     An earlier interrupted run in `output_dir` is resumed from its last complete checkpoint; the final adapter is
-    written to output_dir/adapter atomically.
+    written to output_dir/adapter atomically.  With a `soft_embedder` (ids -> (n, hidden) vectors) the rows' `soft_ids`
+    fill their prompts' soft-token placeholders; the embedder is trained in place and saved as adapter/soft_embedder.pt.
     """
     from datasets import Dataset
-    from trl import SFTTrainer
     if examples.empty:
         raise ValueError("no training examples: raise LLM_TRAIN_SAMPLES or check the training windows")
+    columns, trainer_cls, soft_kwargs = _trainer_setup(examples, trainer_cls, soft_embedder)
     output_dir = Path(output_dir)
     max_length = int(cfg["MAX_PROMPT_TOKENS"]) + int(cfg["MAX_COMPLETION_TOKENS"])
-    data = Dataset.from_pandas(examples[["prompt", "completion"]].reset_index(drop=True))
-    trainer = (trainer_cls or SFTTrainer)(
+    data = Dataset.from_pandas(examples[columns].reset_index(drop=True))
+    trainer = trainer_cls(
         model=model, args=sft_config(cfg, output_dir, device, max_length), train_dataset=data,
-        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[StopOnNanLoss(), *callbacks], **trainer_kwargs)
+        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[StopOnNanLoss(), *callbacks],
+        **soft_kwargs, **trainer_kwargs)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}")
@@ -109,6 +157,8 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     tmp = output_dir / ".adapter.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(tmp)
+    if soft_embedder is not None:
+        st.save_embedder(soft_embedder, tmp)
     shutil.rmtree(adapter, ignore_errors=True)
     os.replace(tmp, adapter)
     trainer.model.eval()

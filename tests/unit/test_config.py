@@ -1,6 +1,7 @@
+"""Profiles and typed parameters: every value is checked before anything runs."""
 import pytest
 
-from workbench import config
+from workbench import config, runner, start
 
 
 def test_profiles_fill_none_and_overrides_win():
@@ -8,11 +9,57 @@ def test_profiles_fill_none_and_overrides_win():
     assert cfg["PROFILE"] == "smoke" and cfg["SEED"] == 3 and cfg["EPOCHS"] == config.PROFILES["smoke"]["EPOCHS"]
 
 
+def test_every_profile_resolves_and_every_parameter_has_a_meaning():
+    for name in config.PROFILES:
+        assert config.resolve(name)["PROFILE"] == name
+    assert all(p.doc and p.kind in ("int", "float", "str", "list_int", "list_str") for p in config.PARAMS.values())
+    assert set().union(*map(set, config.PROFILES.values())) <= set(config.PARAMS)
+
+
 def test_unknown_profile_and_parameter_are_errors_that_list_the_valid_names():
     with pytest.raises(config.ConfigError, match="smoke, cpu, gpu"):
         config.resolve("laptop")
     with pytest.raises(config.ConfigError, match="valid: PROFILE,.*SEED"):
         config.resolve("cpu", SEEED=1)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("LLM_EVAL_USERS", "abc", "LLM_EVAL_USERS must be int >= 1 or None, got 'abc'"),
+    ("SEED", 1.5, "SEED must be int >= 0, got 1.5"),
+    ("SEED", -1, "SEED must be int >= 0"),
+    ("SEED", True, "SEED must be int"),
+    ("EPOCHS", 0, "EPOCHS must be int >= 1, got 0"),
+    ("HISTORY_LEN", 0, "HISTORY_LEN must be int >= 1"),
+    ("N_NEGATIVES", 0, "N_NEGATIVES must be int >= 1"),
+    ("LLM_EPOCHS", 0, "LLM_EPOCHS must be int >= 1"),
+    ("AUGMENT", "rotate", "AUGMENT must be one of none, shuffle, mask, both"),
+    ("SCORE_REDUCE", "max", "SCORE_REDUCE must be one of sum, mean"),
+    ("LEARNING_RATE", "fast", "LEARNING_RATE must be float"),
+    ("DROPOUT", 1.0, "DROPOUT must be float >= 0 < 1"),
+    ("ABLATION_ARMS", ["none", "rotate"], "ABLATION_ARMS must be a list of str from none, shuffle, mask, both"),
+    ("TIE_BREAK", "random", "TIE_BREAK must be one of file_order, item_id"),
+])
+def test_bad_values_are_refused_with_what_is_allowed(name, value, message):
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config.resolve("cpu", **{name: value})
+
+
+def test_values_are_converted_to_their_types():
+    cfg = config.resolve("cpu", ABLATION_SEEDS="(0,)", LORA_TARGETS=("q_proj",), LLM_EVAL_USERS="None",
+                         LEARNING_RATE=1, SEED="2")
+    assert cfg["ABLATION_SEEDS"] == [0] and cfg["LORA_TARGETS"] == ["q_proj"] and cfg["LLM_EVAL_USERS"] is None
+    assert cfg["LEARNING_RATE"] == 1.0 and isinstance(cfg["LEARNING_RATE"], float) and cfg["SEED"] == 2
+    with pytest.raises(config.ConfigError, match="multiple of NUM_HEADS"):
+        config.resolve("cpu", EMBED_DIM=63)
+    with pytest.raises(config.ConfigError, match="set DATA_PATH"):
+        config.resolve("cpu", DATASET="ml-1m")
+
+
+def test_override_checks_like_resolve():
+    cfg = config.resolve("smoke")
+    assert config.override(cfg, SEED=4)["SEED"] == 4 and cfg["SEED"] == 0
+    with pytest.raises(config.ConfigError, match="SEED must be int >= 0"):
+        config.override(cfg, SEED=-4)
 
 
 def test_profile_from_environment(monkeypatch):
@@ -23,9 +70,21 @@ def test_profile_from_environment(monkeypatch):
         config.profile_name()
 
 
-def test_resolve_notebook_reads_upper_case_globals_and_refuses_unknown_ones():
-    namespace = {"PROFILE": "smoke", "SEED": 5, "pd": object(), "In": [], "_x": 1}
-    assert config.resolve_notebook(namespace)["SEED"] == 5
+def test_start_refuses_unknown_names_and_can_be_run_again(capsys):
+    namespace = {"PROFILE": "smoke", "SEED": 5, "DEVICE": None, "pd": object(), "In": [], "_x": 1}
+    cfg = start(namespace)
+    assert cfg["SEED"] == 5 and cfg["DEVICE"] == "cpu"
+    namespace.update(cfg=cfg, runs={})  # what later cells define
+    assert start(namespace)["SEED"] == 5  # re-running the setup cell in JupyterLab works
     namespace["HISTORY_LENGTH"] = 20  # a misspelt papermill -p
     with pytest.raises(config.ConfigError, match="HISTORY_LENGTH"):
-        config.resolve_notebook(namespace)
+        start(namespace)
+
+
+def test_notebooks_that_load_the_protocol_accept_every_protocol_parameter():
+    protocol = {"DATASET", "DATA_PATH", "TIE_BREAK", "MIN_INTERACTIONS", "N_NEGATIVES", "CANDIDATE_SEED"}
+    for path in runner.list_notebooks():
+        declared = runner.declared_parameters(path)
+        assert declared <= set(config.PARAMS) | {"PROFILE"}, path.name
+        if "load_protocol" in path.read_text():
+            assert protocol <= declared, f"{path.name} does not accept {sorted(protocol - declared)}"

@@ -1,3 +1,4 @@
+"""Saved runs: written whole, never overwritten by a different run, checked on load."""
 import json
 
 import pandas as pd
@@ -6,24 +7,64 @@ import pytest
 from workbench import config, results
 
 
-def test_save_and_load_a_run(tmp_path, monkeypatch):
+@pytest.fixture
+def tmp_results(tmp_path, monkeypatch):
     monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+    return tmp_path
+
+
+RANKS = pd.DataFrame({"user_id": [1, 2, 3, 4], "rank": [1, 3, 12, 2]})
+
+
+def test_save_and_load_a_run(tmp_results):
     cfg = config.resolve("smoke")
-    ranks = pd.DataFrame({"user_id": [1, 2, 3, 4], "rank": [1, 3, 12, 2]})
-    path = results.save_run(results.run_name("pop", cfg), ranks, cfg, "cpu", 1.5, extra={"method": "Pop"})
+    name = results.run_id("pop", cfg, {"a": 1})
+    path = results.save_run(name, RANKS, cfg, "cpu", 1.5, extra={"method": "Pop"})
     record = json.loads(path.read_text())
-    assert record["run"] == "pop-smoke-seed0" and record["metrics"]["HR@1"] == 0.25
+    assert record["run"] == name and name.startswith("pop-smoke-seed0-") and record["metrics"]["HR@1"] == 0.25
     assert record["ci95"]["HR@1"][0] <= 0.25 <= record["ci95"]["HR@1"][1]
-    for key in ("parameters", "profile", "seed", "git_commit", "versions", "device", "wall_time_s", "ranks_path"):
+    for key in ("parameters", "profile", "seed", "git_commit", "versions", "device", "wall_time_s", "ranks_sha256"):
         assert key in record
     assert "20 candidates" in record["protocol"]
-    loaded, loaded_ranks = results.load_run("pop-smoke-seed0")
-    assert loaded["method"] == "Pop" and loaded_ranks.equals(ranks)
+    loaded = results.load_run(name)
+    assert loaded.record["method"] == "Pop" and loaded.ranks.equals(RANKS)
+    assert results.find_runs("pop-") == [name]
 
 
-def test_bad_ranks_and_missing_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+def test_runs_that_differ_get_different_names():
+    cfg = config.resolve("smoke")
+    assert results.run_id("sasrec", cfg, {"HISTORY_LEN": 10}) != results.run_id("sasrec", cfg, {"HISTORY_LEN": 3})
+    assert results.run_id("sasrec", cfg, {"x": 1}) == results.run_id("sasrec", dict(cfg), {"x": 1})
+    assert results.run_id("sasrec", config.override(cfg, SEED=1), {}) != results.run_id("sasrec", cfg, {})
+
+
+def test_an_interrupted_save_leaves_the_previous_run_intact(tmp_results):
+    cfg = config.resolve("smoke")
+    results.save_run("run-a", RANKS, cfg, "cpu", 1.0)
+
+    def crash(folder):
+        (folder / "weights.pt").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        results.save_run("run-a", RANKS.assign(rank=[2, 2, 2, 2]), cfg, "cpu", 1.0, write_files=crash)
+    assert results.load_run("run-a").ranks.equals(RANKS)  # the old run, whole
+    assert not (tmp_results / "run-a" / "weights.pt").exists()
+    assert [p.name for p in tmp_results.iterdir()] == ["run-a"]  # no half-written folder left behind
+
+
+def test_ranks_that_do_not_match_their_metrics_are_refused(tmp_results):
+    cfg = config.resolve("smoke")
+    results.save_run("run-b", RANKS, cfg, "cpu", 1.0)
+    RANKS.assign(rank=[5, 5, 5, 5]).to_parquet(tmp_results / "run-b" / "ranks.parquet", index=False)
+    with pytest.raises(results.ResultError, match="does not match"):
+        results.load_run("run-b")
+
+
+def test_bad_ranks_and_missing_runs(tmp_results):
     with pytest.raises(ValueError, match="user_id, rank"):
         results.save_run("x", pd.DataFrame({"rank": [1]}), config.resolve("smoke"), "cpu", 0)
+    with pytest.raises(ValueError, match="twice"):
+        results.save_run("x", pd.DataFrame({"user_id": [1, 1], "rank": [1, 2]}), config.resolve("smoke"), "cpu", 0)
     with pytest.raises(FileNotFoundError, match="run the notebook"):
         results.load_run("nothing-here")

@@ -63,3 +63,73 @@ def test_cli_errors_are_one_line(capsys):
     assert err.count("\n") == 0 and "unknown profile 'laptop'" in err
     assert main(["run", "02", "-p", "NOT_A_PARAM", "1"]) == 2
     assert "NOT_A_PARAM" in capsys.readouterr().err
+
+
+def test_tuples_and_lists_reach_the_notebook_as_lists(tmp_path):
+    nb = _notebook(tmp_path / "01_seeds.ipynb", "assert ABLATION_SEEDS == [0, 1], repr(ABLATION_SEEDS)",
+                   params="PROFILE = None\nABLATION_SEEDS = None")
+    runner.run_notebooks([nb], "smoke", {"ABLATION_SEEDS": runner.parse_value("(0, 1)")}, tmp_path / "out",
+                         progress=False)
+
+
+def test_bad_values_are_refused_before_a_kernel_starts(tmp_path):
+    nb = _notebook(tmp_path / "01_x.ipynb", "raise SystemExit('must not run')", params="PROFILE = None\nEPOCHS = None")
+    with pytest.raises(ConfigError, match="EPOCHS must be int >= 1, got 0"):
+        runner.run_notebooks([nb], "smoke", {"EPOCHS": 0}, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "01_x.ipynb").exists()
+
+
+def test_a_notebook_that_does_not_use_a_parameter_refuses_it():
+    with pytest.raises(ConfigError, match="unknown parameter.*SEED.*04_ablation"):
+        runner.check_parameters(runner.select_notebooks(["04"]), {"SEED": 1})  # arms use ABLATION_SEEDS
+
+
+def test_the_kernel_imports_this_checkout_not_another_copy(tmp_path, monkeypatch):
+    fake = tmp_path / "elsewhere" / "workbench"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("FAKE = True\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    nb = _notebook(tmp_path / "01_where.ipynb", "import workbench\nassert not hasattr(workbench, 'FAKE'), "
+                   "workbench.__file__\nprint(workbench.__file__)")
+    runner.run_notebooks([nb], "smoke", {}, tmp_path / "out", progress=False)
+    out = nbformat.read(str(tmp_path / "out" / "01_where.ipynb"), as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == str(runner.ROOT / "workbench" / "__init__.py")
+
+
+def test_run_records_survive_an_interruption_and_never_share_a_folder(tmp_path, monkeypatch):
+    import json
+    import papermill
+
+    first, second = runner.new_run_dir(tmp_path), runner.new_run_dir(tmp_path)
+    assert first != second  # two runs started in the same second
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    nb = _notebook(tmp_path / "01_ok.ipynb", "print(1)")
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_notebooks([nb], "smoke", {}, first, progress=False)
+    record = json.loads((first / "run.json").read_text())
+    assert record["status"] == "interrupted" and record["notebooks"][0]["status"] == "interrupted"
+
+
+def test_cli_turns_every_error_into_one_line(capsys, monkeypatch):
+    from workbench import __main__ as cli
+
+    def boom(args):
+        raise ValueError("n_negatives must be >= 1\nsecond line")
+
+    def ctrl_c(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_params", boom)
+    assert main(["params"]) == 2
+    assert capsys.readouterr().err.strip() == "workbench params: error: n_negatives must be >= 1"
+    monkeypatch.setattr(cli, "_params", ctrl_c)
+    assert main(["params"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "interrupted" in err
+    assert main(["prepare", "--n-negatives", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "N_NEGATIVES must be int >= 1" in err

@@ -1,2 +1,3 @@
 """Data: MovieLens loaders (one tidy data model) and the shared evaluation protocol."""
-from .movielens import DataError, Dataset, load_dataset  # noqa: F401
+from .movielens import DataError, Dataset, fingerprint, load_dataset  # noqa: F401
+from .splits import Prepared, check_candidates, prepare  # noqa: F401

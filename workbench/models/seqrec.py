@@ -190,18 +190,3 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
                 break
     model.load_state_dict(best_state)
     return pd.DataFrame(log)
-
-
-def train_and_evaluate(name: str, protocol, cfg: dict, device: str = "cpu") -> dict:
-    """Fit one baseline on the protocol's training windows and rank its test candidates (sampled and full)."""
-    import time
-    start = time.time()
-    if name == "popularity":
-        model, log = Popularity(protocol.n_items).fit(protocol.split["train"]), pd.DataFrame()
-    else:
-        torch.manual_seed(cfg["SEED"])
-        model = build_model(name, protocol.n_items, cfg)
-        log = fit(model, protocol.train, protocol.valid, cfg, device)
-    seen = [t + [v] for t, v in zip(protocol.split["train"], protocol.split["valid"])]
-    return {"model": model, "log": log, "ranks": sampled_ranks(model, protocol.test, device),
-            "full_ranks": full_ranks(model, protocol.test, seen, device), "seconds": time.time() - start}

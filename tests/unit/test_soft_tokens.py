@@ -1,0 +1,144 @@
+"""Soft tokens on the tiny model: one `splice` code path for prefix-shared / naive scoring, generation and training."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import config, rank, softtokens as st, train
+from workbench.data import load_dataset
+from workbench.models.llm import load_llm
+from workbench.prompts import keyvalue as kv
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+HIDDEN = 64  # the tiny model's width
+TITLES = [1, 2, 3, 4, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
+    return kv.Catalog(data.users, data.items)
+
+
+def _tiny(catalog):
+    texts = [catalog.title(i) for i in catalog.items] + [kv.SYSTEM, "User: Watched Candidates age gender zip"] * 3
+    torch.set_num_threads(1)
+    return load_llm("tiny", tiny_texts=texts, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(catalog):
+    model, tok = _tiny(catalog)
+    st.add_soft_token(model, tok)
+    return model, tok
+
+
+def _prompt(tok, catalog, history, soft=True):
+    """A chat prompt listing the history with a placeholder after each title (RSLLM's layout)."""
+    tag = f" {st.SOFT_TOKEN}" if soft else ""
+    lines = ["Watched:"] + [f"- {catalog.title(i)}{tag}" for i in history] + ["Which movie next?"]
+    messages = [{"role": "system", "content": kv.SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    return kv.prompt_text(tok, messages)
+
+
+def test_adding_the_soft_token_keeps_other_tokenisations(catalog):
+    model, tok = _tiny(catalog)
+    text = _prompt(tok, catalog, [1, 2, 3], soft=False)
+    before, rows = tok(text, add_special_tokens=False)["input_ids"], model.get_input_embeddings().num_embeddings
+    token_id = st.add_soft_token(model, tok)
+    assert tok(text, add_special_tokens=False)["input_ids"] == before
+    assert tok(st.SOFT_TOKEN, add_special_tokens=False)["input_ids"] == [token_id]
+    assert model.get_input_embeddings().num_embeddings == rows + 1 == model.get_output_embeddings().weight.shape[0]
+    assert st.add_soft_token(model, tok) == token_id and len(tok) == rows + 1  # idempotent: no second growth
+
+
+def test_without_soft_tokens_every_scorer_reads_plain_ids(tiny, catalog):
+    model, tok = tiny
+    prompt, titles = _prompt(tok, catalog, [7, 8, 9], soft=False), [catalog.title(i) for i in TITLES]
+    p_ids = rank._ids(tok, prompt)
+    direct = []
+    with torch.no_grad():  # the model called with input_ids directly
+        for ids in rank.completion_ids(tok, titles):
+            logp = model(input_ids=torch.tensor([p_ids + ids])).logits[0, len(p_ids) - 1:-1].float().log_softmax(-1)
+            direct.append(logp[torch.arange(len(ids)), ids].sum().item())
+    none = torch.empty(0, HIDDEN)  # no placeholders: splice returns the plain embeddings
+    assert np.array_equal(rank.score_naive(model, tok, prompt, titles), np.asarray(direct))
+    assert np.array_equal(rank.score_naive(model, tok, prompt, titles, soft=none), np.asarray(direct))
+    shared = rank.score_prefix_shared(model, tok, prompt, titles)
+    assert np.array_equal(rank.score_prefix_shared(model, tok, prompt, titles, soft=none), shared)
+    assert np.abs(shared - np.asarray(direct)).max() < 1e-4
+    ids = torch.tensor([p_ids])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    expected = tok.decode(out[0, len(p_ids):], skip_special_tokens=True).strip()
+    assert rank.generate_answer(model, tok, prompt, 8) == expected == rank.generate_answer(model, tok, prompt, 8, none)
+
+
+def test_soft_tokens_change_scores_and_prefix_sharing_still_equals_naive(tiny, catalog):
+    model, tok = tiny
+    prompt, titles = _prompt(tok, catalog, [7, 8, 9]), [catalog.title(i) for i in TITLES]
+    a = torch.randn(3, HIDDEN, generator=torch.Generator().manual_seed(0))
+    b = a.clone()
+    b[1] += 1.0
+    for reduce in ("sum", "mean"):
+        shared = rank.score_prefix_shared(model, tok, prompt, titles, reduce, soft=a)
+        assert np.abs(shared - rank.score_naive(model, tok, prompt, titles, reduce, soft=a)).max() < 1e-4
+    assert not np.allclose(rank.score_prefix_shared(model, tok, prompt, titles, soft=a),
+                           rank.score_prefix_shared(model, tok, prompt, titles, soft=b))
+    assert isinstance(rank.generate_answer(model, tok, prompt, 8, soft=a), str)
+
+
+def test_splice_refuses_a_count_or_width_mismatch(tiny, catalog):
+    model, tok = tiny
+    ids = torch.tensor([rank._ids(tok, _prompt(tok, catalog, [7, 8, 9]))])
+    with pytest.raises(ValueError, match="prompt has 3 soft-token placeholders but 2 vectors were given"):
+        st.splice(model, ids, torch.zeros(2, HIDDEN))
+    with pytest.raises(ValueError, match="width 32 but the model's hidden size is 64"):
+        st.splice(model, ids, torch.zeros(3, 32))
+    with pytest.raises(ValueError, match="row 0: prompt has 1 soft-token placeholders but 2 soft_ids"):
+        st.check_soft_ids(pd.DataFrame({"prompt": [f"a {st.SOFT_TOKEN}"], "soft_ids": [[1, 2]]}))
+    with pytest.raises(ValueError, match="need a `soft_ids` column"):
+        st.check_soft_ids(pd.DataFrame({"prompt": ["a"]}))
+
+
+def test_gradients_reach_the_soft_vectors(tiny, catalog):
+    model, tok = tiny
+    prompt = _prompt(tok, catalog, [7, 8, 9])
+    vectors = torch.randn(3, HIDDEN, requires_grad=True)
+    rank.prefix_shared_logp(model, tok, prompt, [catalog.title(1), catalog.title(2)], soft=vectors)[0].backward()
+    assert vectors.grad is not None and (vectors.grad.abs().sum(-1) > 0).all()
+
+
+def _rows(tok, catalog, n=8):
+    history = [[7, 8, 9], [10, 11]] * (n // 2)
+    return pd.DataFrame({"prompt": [_prompt(tok, catalog, h) for h in history], "soft_ids": history,
+                         "completion": [catalog.title(6)] * n})
+
+
+def test_sft_trains_the_soft_embedder_with_the_adapter_and_restores_it(catalog, tmp_path):
+    model, tok = _tiny(catalog)
+    st.add_soft_token(model, tok)
+    torch.manual_seed(0)
+    embedder = torch.nn.Embedding(20, HIDDEN)
+    before = embedder.weight.detach().clone()
+    cfg = config.resolve("smoke", LLM_BATCH_SIZE=4, GRAD_ACCUM=1, LLM_LEARNING_RATE=5e-3, SAVE_STEPS=2, WARMUP_STEPS=0)
+    tuned, history = train.train_sft(model, tok, _rows(tok, catalog), cfg, tmp_path / "run", soft_embedder=embedder)
+    assert len(history) == 2 and np.isfinite(history["loss"]).all()
+    assert not torch.equal(embedder.weight.detach(), before)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tuned.named_parameters())
+    assert (tmp_path / "run" / "adapter" / st.EMBEDDER_FILE).exists()
+    assert (tmp_path / "run" / "checkpoint-2" / st.EMBEDDER_FILE).exists()
+    ranks = rank.rank_examples(tuned, tok, _rows(tok, catalog, 2), pd.DataFrame(
+        {"user_id": [1, 2], "target": [6, 6], "candidates": [[6, 1, 2]] * 2}), catalog, progress=False,
+        soft_embedder=embedder)
+    assert ranks["rank"].between(1, 3).all()
+    fresh = torch.nn.Embedding(20, HIDDEN)  # the finished run is reused: its trained embedder is restored
+    model, tok = _tiny(catalog)
+    st.add_soft_token(model, tok)
+    train.train_sft(model, tok, _rows(tok, catalog), cfg, tmp_path / "run", soft_embedder=fresh)
+    assert torch.equal(fresh.weight, embedder.weight)
+    with pytest.raises(TypeError, match="subclass train.SoftTokenSFTTrainer"):
+        train.train_sft(model, tok, _rows(tok, catalog), cfg, tmp_path / "x", soft_embedder=fresh,
+                        trainer_cls=train.SFTTrainer)

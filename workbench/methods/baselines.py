@@ -1,0 +1,113 @@
+"""Conventional baselines on the method contract: Popularity, SASRec and GRU4Rec (models in models/seqrec.py).
+
+SASRec and GRU4Rec save their weights with the run (`weights.pt`); `load_run(id).item_embeddings` gives the
+item-embedding table that ID-embedding methods (RSLLM, BDLM) read.  Reproduce: `python -m workbench run 02`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import metrics as M
+from ..models import seqrec
+from .base import Recommender, register
+
+NEURAL_PARAMS = ("EPOCHS", "PATIENCE", "BATCH_SIZE", "LEARNING_RATE", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
+
+
+class SeqRecMethod(Recommender):
+    """Shared steps of the conventional baselines: sampled and full ranking, saving the fitted model."""
+    model = None
+
+    def rank(self, view: pd.DataFrame) -> pd.DataFrame:
+        """Sampled ranking of each user's target among its fixed candidates."""
+        return seqrec.sampled_ranks(self.model, view, self.device)
+
+    def full_ranks(self, view: pd.DataFrame) -> pd.DataFrame:
+        """Rank of each target among all items, the user's earlier items excluded (full ranking)."""
+        split = self.protocol.split.set_index("user_id")
+        seen = [split.at[u, "train"] + [split.at[u, "valid"]] for u in view["user_id"]]  # the target is exempt
+        return seqrec.full_ranks(self.model, view, seen, self.device)
+
+    def report(self, view: pd.DataFrame) -> dict:
+        """Full-ranking metrics (all items, the user's earlier items excluded), labelled as such."""
+        full = self.full_ranks(view)
+        return {"full_ranking": {k: round(v, 6) for k, v in M.summarize(full["rank"]).items()}}
+
+    @property
+    def item_embeddings(self) -> torch.Tensor:
+        """The (n_items, dim) item-embedding table; row 0 is padding."""
+        return self.model.items.weight.detach().cpu()
+
+
+@register
+class Popularity(SeqRecMethod):
+    """Scores every item by its number of interactions in the training part."""
+    name, label = "popularity", "Popularity"
+
+    def fit(self) -> pd.DataFrame:
+        """Count the training interactions."""
+        self.model = seqrec.Popularity(self.protocol.n_items).fit(self.protocol.split["train"])
+        return pd.DataFrame()
+
+    def save(self, folder: Path) -> None:
+        """The counts, as weights.pt."""
+        torch.save({"counts": torch.as_tensor(self.model.counts)}, folder / "weights.pt")
+
+    @classmethod
+    def load(cls, folder: Path, record: dict, device: str = "cpu") -> "Popularity":
+        """Popularity with the saved counts."""
+        counts = torch.load(folder / "weights.pt")["counts"].numpy()
+        rec = cls(record["parameters"], None, device)
+        rec.model = seqrec.Popularity(len(counts))
+        rec.model.counts = counts
+        return rec
+
+    @property
+    def item_embeddings(self):
+        """Popularity has no embeddings."""
+        return None
+
+
+class NeuralMethod(SeqRecMethod):
+    """A neural sequential recommender trained with early stopping on validation NDCG@10."""
+
+    def fit(self) -> pd.DataFrame:
+        """Build the model from the parameters and train it on the training windows."""
+        torch.manual_seed(self.cfg["SEED"])
+        self.model = seqrec.build_model(self.name, self.protocol.n_items, self.cfg)
+        return seqrec.fit(self.model, self.protocol.train, self.protocol.valid, self.cfg, self.device)
+
+    def save(self, folder: Path) -> None:
+        """The state dict and what rebuilds the architecture, as weights.pt."""
+        arch = {"n_items": self.model.items.num_embeddings, **{k: self.cfg[k] for k in self.arch_params}}
+        torch.save({"arch": arch, "state_dict": self.model.state_dict()}, folder / "weights.pt")
+
+    @classmethod
+    def load(cls, folder: Path, record: dict, device: str = "cpu") -> "NeuralMethod":
+        """The trained model rebuilt from weights.pt (eval mode)."""
+        saved = torch.load(folder / "weights.pt", map_location=device)
+        arch = dict(saved["arch"])
+        rec = cls({**record["parameters"], **arch}, None, device)
+        rec.model = seqrec.build_model(cls.name, arch.pop("n_items"), rec.cfg)
+        rec.model.load_state_dict(saved["state_dict"])
+        rec.model.to(device).eval()
+        return rec
+
+
+@register
+class SASRec(NeuralMethod):
+    """Self-attentive sequential recommendation (Kang & McAuley 2018)."""
+    name, label = "sasrec", "SASRec"
+    result_params = NEURAL_PARAMS + ("NUM_HEADS",)
+    arch_params = ("HISTORY_LEN", "EMBED_DIM", "NUM_LAYERS", "NUM_HEADS", "DROPOUT")
+
+
+@register
+class GRU4Rec(NeuralMethod):
+    """Session-based recommendation with a GRU (Hidasi et al. 2016)."""
+    name, label = "gru4rec", "GRU4Rec"
+    result_params = NEURAL_PARAMS
+    arch_params = ("HISTORY_LEN", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")

@@ -1,0 +1,152 @@
+"""Steps every LLM method shares: load the model, the evaluated users, the SFT samples, LoRA SFT, ranking, saving.
+
+A subclass supplies its prompts (`prompts(view, epoch=None)` -> prompt/completion rows) and the text its tiny
+smoke-profile tokenizer is trained on (`corpus()`); everything else (same users, same candidates, same trainer and
+scorer, checkpoints keyed by training parameters only) is here, so every LLM method is compared on equal terms.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import rank, runtime
+from ..data.splits import select_users, training_candidates
+from ..models.llm import load_llm
+from ..train import checkpoint_dir, train_sft
+from .base import Recommender
+
+TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
+                "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
+                "MAX_COMPLETION_TOKENS")
+
+
+def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
+    """A seeded subset of a view's users (the same for every method with the same n_users and candidate seed)."""
+    users = select_users(view["user_id"], n_users, seed)
+    return view[view["user_id"].isin(users)].reset_index(drop=True)
+
+
+def training_subset(protocol, n_samples: int | None, n_negatives: int, seed: int) -> pd.DataFrame:
+    """A seeded subset of training windows, each with its own candidate list (part of the data, not the training seed)."""
+    windows = protocol.train
+    if n_samples is not None and n_samples < len(windows):
+        windows = windows.loc[np.sort(np.random.default_rng(seed).choice(len(windows), n_samples, replace=False))]
+    return training_candidates(windows, protocol.seqs, protocol.data.items["item_id"], n_negatives, seed)
+
+
+def prompt_lengths(tokenizer, prompts) -> list[int]:
+    """Token count of each prompt."""
+    return [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+
+
+class LLMRecommender(Recommender):
+    """An LLM fine-tuned with LoRA (TRL SFTTrainer) on prompt/completion rows, ranking candidates by likelihood.
+
+    LLM_TRAIN_SAMPLES = 0 means zero-shot (no tuning).  Subclasses add their own parameters to `method_params`.
+    """
+    method_params: tuple[str, ...] = ()
+
+    def __init__(self, cfg: dict, protocol, device: str = "cpu"):
+        super().__init__(cfg, protocol, device)
+        self.model, self.tokenizer = load_llm(cfg["MODEL"], device, tiny_texts=self.corpus(), seed=cfg["SEED"])
+        n_params = sum(p.numel() for p in self.model.parameters())
+        runtime.set_threads(cfg["NUM_THREADS"] if cfg["NUM_THREADS"] is not None else (1 if n_params < 5e6 else None))
+        self.adapter, self.sft_rows, self.last_prompts = None, 0, []
+
+    @classmethod
+    def train_params(cls) -> tuple[str, ...]:
+        """Parameters that change the fine-tuned weights (they key the checkpoints)."""
+        return TRAIN_PARAMS + cls.method_params
+
+    @classmethod
+    def run_key(cls, cfg: dict, protocol) -> dict:
+        """The candidate set, the evaluated users, the scorer and every training parameter."""
+        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE"}
+        return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)}}
+
+    def corpus(self) -> list[str]:
+        """Text the tiny model's tokenizer is trained on (smoke profile)."""
+        raise NotImplementedError
+
+    def prompts(self, view: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+        """Prompt/completion rows for a view; epoch=None gives the fixed evaluation prompts, else a training draw."""
+        raise NotImplementedError
+
+    def eval_view(self, which: str = "test") -> pd.DataFrame:
+        """The seeded LLM_EVAL_USERS subset (same users for every LLM method with the same candidate seed)."""
+        return eval_subset(getattr(self.protocol, which), self.cfg["LLM_EVAL_USERS"], self.cfg["CANDIDATE_SEED"])
+
+    def training_view(self) -> pd.DataFrame:
+        """The seeded LLM_TRAIN_SAMPLES training windows with their candidates."""
+        return training_subset(self.protocol, self.cfg["LLM_TRAIN_SAMPLES"], self.cfg["N_NEGATIVES"],
+                               self.cfg["CANDIDATE_SEED"])
+
+    def sft_examples(self) -> pd.DataFrame:
+        """LLM_EPOCHS draws of the training prompts, stacked (each epoch its own augmentation draw)."""
+        view = self.training_view()
+        return pd.concat([self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])], ignore_index=True)
+
+    def checkpoint_key(self) -> dict:
+        """Training parameters and the training data's identity only: evaluation settings never retrain."""
+        identity = self.protocol.identity()
+        return {"method": self.name, "data": identity, **{k: self.cfg[k] for k in self.train_params()}}
+
+    def fit(self) -> pd.DataFrame:
+        """LoRA SFT on the training prompts (resumes or reuses its checkpoints); zero-shot when LLM_TRAIN_SAMPLES=0."""
+        if self.cfg["LLM_TRAIN_SAMPLES"] == 0:
+            return pd.DataFrame(columns=["step", "loss", "learning_rate"])
+        examples = self.sft_examples()
+        self.sft_rows = len(examples)
+        self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
+        out = checkpoint_dir(self.name, self.checkpoint_key())
+        self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device)
+        self.adapter = out / "adapter"
+        return log
+
+    def rank(self, view: pd.DataFrame, scorer: str = "prefix") -> pd.DataFrame:
+        """Likelihood ranking of the fixed evaluation prompts (scorer: prefix | naive | generate)."""
+        examples = self.prompts(view)
+        self.last_prompts = prompt_lengths(self.tokenizer, examples["prompt"])
+        return rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+                                  reduce=self.cfg["SCORE_REDUCE"])
+
+    def generate_then_match(self, view: pd.DataFrame) -> dict:
+        """Greedy generation matched to the candidates on the first GEN_EVAL_USERS users: ValidRatio and HR@1."""
+        n = self.cfg["GEN_EVAL_USERS"]
+        if n == 0:
+            return {}
+        ranks = self.rank(view.head(n), scorer="generate")
+        return {"users": len(ranks), "valid_ratio": float(ranks["valid"].mean()),
+                "hr1": float((ranks["rank"] == 1).mean()), "answers": ranks["answer"].head(5).tolist()}
+
+    def report(self, view: pd.DataFrame) -> dict:
+        """Model, users, prompt lengths, SFT size, and generate-then-match beside likelihood ranking."""
+        lengths = list(self.last_prompts)
+        out = {"model": self.cfg["MODEL"], "eval_users": len(view), "sft_samples": self.sft_rows,
+               "prompt_tokens_mean": float(np.mean(lengths)), "prompt_tokens_max": int(max(lengths)),
+               "variant": "LoRA SFT" if self.cfg["LLM_TRAIN_SAMPLES"] != 0 else "zero-shot"}
+        if self.sft_rows:
+            t = self.train_prompt_tokens
+            out["train_prompt_tokens"] = {"mean": float(np.mean(t)), "median": float(np.median(t)),
+                                          "min": int(min(t)), "max": int(max(t))}
+        gen = self.generate_then_match(view)
+        return {**out, "generate_then_match": gen} if gen else out
+
+    def save(self, folder: Path) -> None:
+        """The LoRA adapter (if tuned), copied into the run folder."""
+        if self.adapter is not None:
+            shutil.copytree(self.adapter, folder / "adapter")
+
+    @classmethod
+    def load(cls, folder: Path, record: dict, device: str = "cpu") -> "LLMRecommender":
+        """The base model with the run's adapter; needs the protocol for the prompts, so it is rebuilt from cfg."""
+        from peft import PeftModel
+        from ..data.protocol import load_protocol
+        cfg = record["parameters"]
+        rec = cls(cfg, load_protocol(cfg), device)
+        if (folder / "adapter").exists():
+            rec.model = PeftModel.from_pretrained(rec.model, folder / "adapter").eval()
+        return rec

@@ -1,0 +1,129 @@
+"""Drive any registered method: `run_method` (seed -> fit -> rank -> save with provenance) and `run_grid` (arms x seeds).
+
+Reproduce a baseline: `python -m workbench run 02 --profile smoke`; in code:
+`run_method("sasrec", cfg, load_protocol(cfg))`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import config, metrics as M, results, runtime
+from .base import Recommender, get_method
+
+
+@dataclass
+class MethodRun:
+    """One fitted and evaluated method: its run id, the fitted recommender, ranks, training log and record path."""
+    run_id: str
+    recommender: Recommender
+    ranks: pd.DataFrame
+    log: pd.DataFrame
+    record_path: Path
+    fit_seconds: float
+    rank_seconds: float
+    extra: dict = field(default_factory=dict)
+
+
+def method_run_id(name: str, cfg: dict, protocol, run_name: str | None = None) -> str:
+    """The run id `run_method` would write for this method, parameters and candidate set."""
+    cls = get_method(name)
+    return results.run_id(run_name or cls.name, cfg, cls.run_key(cfg, protocol))
+
+
+def check_ranks(ranks: pd.DataFrame, view: pd.DataFrame, who: str) -> pd.DataFrame:
+    """The ranks of exactly the view's users, each once, within 1..n candidates; anything else is an error."""
+    if list(ranks.columns[:2]) != ["user_id", "rank"] or ranks["user_id"].duplicated().any():
+        raise ValueError(f"{who}: rank() must return one row per user with columns user_id, rank")
+    if set(ranks["user_id"]) != set(view["user_id"]):
+        raise ValueError(f"{who}: ranked {len(ranks)} users but the view holds {len(view)} different ones")
+    n_cands = view["candidates"].map(len).max()
+    if not ranks["rank"].between(1, n_cands).all():
+        raise ValueError(f"{who}: ranks outside 1..{n_cands}")
+    return ranks
+
+
+def run_method(name: str, cfg: dict, protocol, device: str = "cpu", which: str = "test",
+               run_name: str | None = None, save: bool = True) -> MethodRun:
+    """Seed, fit, rank the `which` view (test by default) and save the run whole; returns the MethodRun."""
+    cls = get_method(name)
+    rid = method_run_id(name, cfg, protocol, run_name) + ("" if which == "test" else f"-{which}")
+    runtime.seed_everything(cfg["SEED"])
+    rec = cls(cfg, protocol, device)
+    start = time.time()
+    log = rec.fit()
+    fit_s = time.time() - start
+    view = rec.eval_view(which)
+    start = time.time()
+    ranks = check_ranks(rec.rank(view), view, rid)
+    rank_s = time.time() - start
+    extra = {"method": cls.name, "label": cls.label, "split": which, "fit_seconds": round(fit_s, 2),
+             "rank_seconds": round(rank_s, 2), "training_log": log.round(6).to_dict("records"), **rec.report(view)}
+    path = None
+    if save:
+        path = results.save_run(rid, ranks[["user_id", "rank"]].sort_values("user_id", ignore_index=True), cfg,
+                                device, fit_s + rank_s, extra, write_files=rec.save)
+    return MethodRun(rid, rec, ranks, log, path, fit_s, rank_s, extra)
+
+
+def find_run(name: str, cfg: dict, protocol, run_name: str | None = None, notebook: str = "") -> results.Run:
+    """The saved run of `name` for these parameters and this candidate set, or a one-line error naming what to run."""
+    rid = method_run_id(name, cfg, protocol, run_name)
+    try:
+        return results.load_run(rid)
+    except FileNotFoundError:
+        where = f"notebook {notebook}" if notebook else f"run_method({name!r}, ...)"
+        raise FileNotFoundError(f"no saved run {rid} ({name} with these parameters and candidates): run {where} "
+                                f"in profile {cfg['PROFILE']} with the same parameters first") from None
+
+
+def load_method(run: results.Run) -> Recommender:
+    """The fitted recommender saved in a run folder (through its class's `load`)."""
+    cls = get_method(run.record["method"])
+    return cls.load(run.folder, run.record)
+
+
+def ranks_on(ranks: pd.DataFrame, users) -> np.ndarray:
+    """Ranks of exactly `users` (in that order); a missing user is an error, never a silent drop."""
+    by_user = ranks.set_index("user_id")["rank"]
+    missing = set(users) - set(by_user.index)
+    if missing:
+        raise ValueError(f"{len(missing)} user(s) have no rank in this run (e.g. {sorted(missing)[:3]}): "
+                         f"compare runs made on the same users and candidates")
+    return by_user.loc[list(users)].to_numpy()
+
+
+@dataclass
+class Grid:
+    """Results of arms x seeds: per-arm ranks (users x seeds, rows in `users` order) and every MethodRun."""
+    users: list
+    ranks: dict
+    runs: dict
+
+    def table(self, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Long CI table (per-user metrics averaged over seeds), one method row per arm."""
+        return M.ci_table(self.ranks, n_boot, seed)
+
+    def paired(self, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Paired bootstrap of every arm against `reference` on the same users."""
+        return M.paired_against(self.ranks, reference, n_boot, seed)
+
+
+def run_grid(name: str, cfg: dict, protocol, arms: dict, seeds, device: str = "cpu") -> Grid:
+    """Run method `name` once per arm (parameter overrides) and training seed, all on the same users and candidates."""
+    users, ranks, runs = None, {}, {}
+    for arm, changes in arms.items():
+        per_seed = []
+        for seed in seeds:
+            arm_cfg = config.override(cfg, **changes, SEED=seed)
+            print(f"--- {name}: arm {arm}, seed {seed}")
+            run = run_method(name, arm_cfg, protocol, device, run_name=f"{name}-{arm}")
+            users = sorted(run.ranks["user_id"]) if users is None else users
+            per_seed.append(ranks_on(run.ranks, users))
+            runs[(arm, seed)] = run
+        ranks[arm] = np.stack(per_seed, axis=1)
+    return Grid(users, ranks, runs)

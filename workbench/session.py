@@ -1,0 +1,47 @@
+"""`start(globals())`: the one setup cell of every notebook.
+
+Resolves and checks the parameters cell (plus anything papermill injected), seeds everything, picks the device and
+CPU threads, sets the plot style, prints versions and the parameters, and checks that the kernel imports the
+workbench of the checkout the notebook lives in.  Safe to re-run in JupyterLab.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from . import config, plots, runtime
+
+
+class CheckoutError(RuntimeError):
+    """The notebook belongs to one checkout but the kernel imported the workbench of another."""
+
+
+def check_checkout(cwd: Path | None = None) -> None:
+    """Refuse to run a notebook of checkout A with the workbench package of checkout B."""
+    cwd = Path(cwd or Path.cwd()).resolve()
+    here = Path(__file__).resolve().parent
+    for folder in (cwd, *cwd.parents[:2]):
+        local = folder / "workbench" / "__init__.py"
+        if local.exists() and (folder / "notebooks").is_dir():
+            if local.parent.resolve() != here:
+                raise CheckoutError(f"this notebook's checkout is {folder} but the kernel imported workbench from "
+                                    f"{here.parent}: run it with `python -m workbench run` from {folder}, or "
+                                    f"`pip install -e {folder}` in this kernel's environment")
+            return
+
+
+def start(namespace: dict, quiet: bool = False) -> dict:
+    """The notebook's resolved parameters (cfg; cfg['DEVICE'] is the device in use); raises on any bad parameter."""
+    check_checkout()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    cfg = config.resolve_notebook(namespace)
+    declared = [k for k in config.notebook_parameters(namespace) if k != "PROFILE"]
+    runtime.seed_everything(cfg["SEED"])
+    cfg["DEVICE"] = runtime.pick_device(cfg["DEVICE"])
+    threads = runtime.set_threads(cfg["NUM_THREADS"])
+    plots.setup()
+    if not quiet:
+        print({k: v for k, v in runtime.versions().items() if v})
+        print(f"profile={cfg['PROFILE']} device={cfg['DEVICE']} threads={threads} commit={runtime.git_commit()}")
+        print({k: cfg[k] for k in declared})
+    return cfg
