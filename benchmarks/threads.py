@@ -1,7 +1,7 @@
 """CPU threads for the baselines: training-step time with 1 vs N threads, side by side in one process.
 
 Reproduce: `.venv/bin/python benchmarks/threads.py --steps 30` (prints a table; nothing is asserted).
-Decides `runtime.set_threads`' rule (DESIGN §7: small models run no faster, or slower, on more threads).
+Decides `runtime.set_threads`' rule (small models run no faster, or slower, on more threads).
 """
 from __future__ import annotations
 

@@ -118,8 +118,8 @@ PARAMS: dict[str, Param] = {
 PROFILES: dict[str, dict] = {
     # tests, nbval, CI: a few dozen users, tiny models, seconds per notebook
     "smoke": {"MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1, "N_BOOTSTRAP": 100,
-              "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 16, "GRAD_ACCUM": 1,
-              "LLM_LEARNING_RATE": 2e-3, "SAVE_STEPS": 2, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
+              "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
+              "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
               "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
     # `make run` on 2 CPU cores: all notebooks in about 35 minutes
     "cpu": {},

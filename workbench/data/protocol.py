@@ -13,7 +13,7 @@ from .splits import (SPLITS, Prepared, build_sequences, check_candidates, eval_e
 
 @dataclass
 class Protocol:
-    """The evaluation protocol for one parameter setting (DESIGN §2)."""
+    """The evaluation protocol for one parameter setting (docs/design.md, section 1)."""
     data: Dataset
     split: pd.DataFrame      # user_id, train, valid, test (the evaluated users: MAX_USERS subset)
     train: pd.DataFrame      # user_id, history, target (sliding windows over the training part)

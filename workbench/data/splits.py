@@ -1,4 +1,4 @@
-"""The shared protocol (DESIGN §2): chronological sequences, leave-one-out, sliding windows, fixed candidate sets.
+"""The shared protocol (docs/design.md, section 1): chronological sequences, leave-one-out, sliding windows, fixed candidate sets.
 
 Candidates are drawn once per (data set, data fingerprint, TIE_BREAK, N_NEGATIVES, MIN_INTERACTIONS, CANDIDATE_SEED)
 and saved; every method reads the same files, checked against the data's own users and targets on every load.

@@ -79,10 +79,10 @@ class LLMRecommender(Recommender):
         """The seeded LLM_EVAL_USERS subset (same users for every LLM method with the same candidate seed)."""
         return eval_subset(getattr(self.protocol, which), self.cfg["LLM_EVAL_USERS"], self.cfg["CANDIDATE_SEED"])
 
-    def training_view(self) -> pd.DataFrame:
-        """The seeded LLM_TRAIN_SAMPLES training windows with their candidates."""
-        return training_subset(self.protocol, self.cfg["LLM_TRAIN_SAMPLES"], self.cfg["N_NEGATIVES"],
-                               self.cfg["CANDIDATE_SEED"])
+    def training_view(self, n_samples: int | None = -1) -> pd.DataFrame:
+        """The seeded training windows with their candidates (LLM_TRAIN_SAMPLES of them unless n_samples says)."""
+        n = self.cfg["LLM_TRAIN_SAMPLES"] if n_samples == -1 else n_samples
+        return training_subset(self.protocol, n, self.cfg["N_NEGATIVES"], self.cfg["CANDIDATE_SEED"])
 
     def sft_examples(self) -> pd.DataFrame:
         """LLM_EPOCHS draws of the training prompts, stacked (each epoch its own augmentation draw)."""

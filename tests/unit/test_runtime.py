@@ -1,0 +1,32 @@
+"""Provenance: a notebook edit marks results dirty; re-written outputs do not."""
+import json
+import subprocess
+
+from workbench import runtime
+
+
+def _git(root, *args):
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def _notebook(source: str, output: str) -> str:
+    cell = {"cell_type": "code", "source": source, "metadata": {}, "execution_count": 1,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": output}]}
+    return json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+
+
+def test_notebook_edits_are_code_changes_and_new_outputs_are_not(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "notebooks").mkdir()
+    nb = tmp_path / "notebooks" / "00_x.ipynb"
+    nb.write_text(_notebook("print(1)", "1\n"))
+    (tmp_path / "notes.md").write_text("prose")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    assert not runtime.code_changed(tmp_path)
+    nb.write_text(_notebook("print(1)", "1 (re-run)\n"))  # a run re-wrote the outputs
+    (tmp_path / "notes.md").write_text("more prose")
+    assert not runtime.code_changed(tmp_path)
+    nb.write_text(_notebook("print(2)", "2\n"))  # an edited cell: the notebook's code changed
+    assert runtime.code_changed(tmp_path)
+    assert runtime.git_commit(tmp_path).endswith("+dirty")
