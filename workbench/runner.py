@@ -72,8 +72,39 @@ def check_parameters(paths, params: dict) -> dict[Path, dict]:
     return {p: {k: v for k, v in params.items() if k in declared[p]} for p in paths}
 
 
+def _final_frames(text: str) -> str:
+    """Each line as a terminal shows it: only what follows its last carriage return (a progress bar's last frame)."""
+    lines = text.split("\n")
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines)
+
+
+def _relative_paths(text: str) -> str:
+    """Machine paths shown relative to the checkout, the cache as $WORKBENCH_CACHE and the home folder as ~."""
+    from .assets import cache_dir
+    for path, short in ((str(ROOT) + "/", ""), (str(cache_dir()), "$WORKBENCH_CACHE"), (str(Path.home()), "~")):
+        text = text.replace(path, short)
+    return text
+
+
+def clean_outputs(outputs: list) -> list:
+    """Consecutive stream outputs merged, progress bars reduced to their last frame, machine paths shortened."""
+    cleaned = []
+    for out in outputs:
+        if out.get("output_type") == "stream" and cleaned and cleaned[-1].get("output_type") == "stream" \
+                and cleaned[-1]["name"] == out["name"]:
+            cleaned[-1]["text"] += out["text"]
+        else:
+            cleaned.append(out)
+    for out in cleaned:
+        if out.get("output_type") == "stream":
+            out["text"] = _relative_paths(_final_frames(out["text"]))
+        elif "text/plain" in out.get("data", {}):
+            out["data"]["text/plain"] = _relative_paths(out["data"]["text/plain"])
+    return cleaned
+
+
 def clean_notebook(nb):
-    """Drop the injected-parameters cell and papermill/execution metadata; keep outputs; renumber counts 1..n."""
+    """Drop the injected-parameters cell and papermill/execution metadata; tidy outputs; renumber counts 1..n."""
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     nb.metadata.pop("papermill", None)
     nb.metadata.get("kernelspec", {}).update({"name": "python3", "display_name": "Python 3"})
@@ -86,6 +117,7 @@ def clean_notebook(nb):
         if cell.cell_type == "code":
             count += 1  # renumbered 1..n: nbval refuses outputs on a cell without a count
             cell.execution_count = count
+            cell.outputs = clean_outputs(cell.outputs)
             for out in cell.outputs:
                 if "execution_count" in out:
                     out["execution_count"] = count

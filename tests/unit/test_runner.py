@@ -133,3 +133,11 @@ def test_cli_turns_every_error_into_one_line(capsys, monkeypatch):
     assert main(["prepare", "--n-negatives", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "N_NEGATIVES must be int >= 1" in err
+
+
+def test_saved_outputs_show_the_last_progress_frame_and_no_machine_paths():
+    outputs = [{"output_type": "stream", "name": "stderr", "text": "\rfit:  50%|#  | 1/2"},
+               {"output_type": "stream", "name": "stderr", "text": "\rfit: 100%|## | 2/2\n"},
+               {"output_type": "stream", "name": "stdout", "text": f"saved {runner.ROOT}/results/x/metrics.json\n"}]
+    cleaned = runner.clean_outputs(outputs)
+    assert [o["text"] for o in cleaned] == ["fit: 100%|## | 2/2\n", "saved results/x/metrics.json\n"]
