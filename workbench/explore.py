@@ -103,7 +103,8 @@ def tie_statistics(data: Dataset, min_interactions: int = 3) -> pd.DataFrame:
     from .data.splits import build_sequences, order_interactions
     counts = data.interactions["item_id"].value_counts()
     ordered = order_interactions(data.interactions)
-    same = ordered.groupby("user_id")["timestamp"].diff().eq(0)
+    gaps = ordered.groupby("user_id")["timestamp"].diff()
+    same = gaps[gaps.notna()].eq(0)  # each user's first rating has no predecessor
     rows = {}
     for rule in ("file_order", "item_id"):
         seqs = build_sequences(data.interactions, min_interactions, rule, report=False)

@@ -127,3 +127,11 @@ def test_duplicated_rows_are_reported_and_kept(tmp_path, capsys):
     assert len(data.interactions) == 27 and data.duplicate_rows == 3
     load_dataset("ml-100k", FIXTURES / "ml-100k")
     assert "duplicated" not in capsys.readouterr().out
+
+
+def test_tie_share_counts_only_ratings_that_have_a_predecessor(capsys):
+    """24 ratings of 5 users make 19 consecutive pairs, 11 of them in the same second: 11/19, not 11/24."""
+    from workbench import explore
+    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
+    note = explore.tie_statistics(data).attrs["note"]
+    assert note.startswith(f"{11 / 19:.3f} of consecutive ratings share a timestamp"), note
