@@ -104,6 +104,13 @@ PARAMS: dict[str, Param] = {
     "MAX_COMPLETION_TOKENS": _p(32, "int", "longest answer trained on", low=1),
     "SCORE_REDUCE": _p("sum", "str", "candidate log-likelihood over the title's tokens: sum or mean",
                        choices=("sum", "mean")),
+    "SCORE_ORDERS": _p(2, "int", "candidate orders each user is scored under, scores averaged (1 = as stored; 2 adds "
+                        "the reverse; more add seeded shuffles): cancels the LLM's position bias", low=1),
+    "RANK_BATCH_SIZE": _p(None, "int", "sequences (user x order) per forward pass when ranking; None = from free "
+                          "memory", low=1, optional=True),
+    "SFT_PACKING": _p("padding_free", "str", "SFT batches: padded (each example padded to the longest), padding_free "
+                      "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
+                      choices=("padded", "padding_free", "packed")),
     "GEN_EVAL_USERS": _p(10, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
     # MKV
     "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),

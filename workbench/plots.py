@@ -83,3 +83,18 @@ def loss_curve(history: pd.DataFrame, title: str = "SFT loss (completion tokens)
     ax.set(xlabel="optimisation step", ylabel="cross-entropy", title=title)
     ax.legend(frameon=False)
     return fig
+
+
+def position_bias(tables: dict, n_candidates: int, title: str = "HR@1 by where the target is listed"):
+    """HR@1 per target position (1 = listed first) under the stored order and order-averaged, one panel per model;
+    the dotted line is a random ranker's 1/n."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.4), sharey=True, squeeze=False)
+    for ax, (name, t) in zip(axes[0], tables.items()):
+        ax.plot(t.index, t["hr1_stored_order"], marker="o", label="stored order only")
+        ax.plot(t.index, t["hr1_order_averaged"], marker="s", label="order-averaged")
+        ax.axhline(1 / n_candidates, color="0.4", linestyle=":", label="random")
+        ax.set(xlabel="target's position in the listed candidates", ylabel="HR@1", title=name)
+    axes[0][0].legend(frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,8 +1,9 @@
-"""Candidate scoring with a causal LM: prefix-shared log-likelihood (one pass per user), naive per-candidate
-scoring (the reference it must equal), and generate-then-match (with ValidRatio).  Each takes optional soft-token
-vectors for the prompt's placeholders (`softtokens.splice`, the one code path); without them the model reads ids.
+"""Ranking candidates with a causal LM: the batched engine (many users per pass, `engine.py`), prefix-shared
+log-likelihood (one user per pass), naive per-candidate scoring (the reference both must equal), generate-then-match
+(with ValidRatio), and order-averaged scoring (each user's candidates listed in K orders, scores averaged).  Each takes
+optional soft-token vectors for the prompt's placeholders (`softtokens.splice`, the one code path).
 
-Reproduce the comparison: `python benchmarks/ranking.py`.
+Reproduce the comparison: `python benchmarks/llm_engine.py` (and `benchmarks/ranking.py` for the per-user scorers).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics as M
+from .engine import make_items, score_items
 from .softtokens import check_soft_ids, splice
 
 
@@ -123,7 +125,27 @@ def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32, sof
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 
-SCORERS = ("prefix", "naive", "generate")
+SCORERS = ("batched", "prefix", "naive", "generate")
+
+
+def listed_orders(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
+    """K orders in which to list n candidates: the stored order, its reverse, then seeded random permutations."""
+    if k < 1:
+        raise ValueError(f"SCORE_ORDERS must be >= 1, got {k}")
+    orders = [np.arange(n), np.arange(n)[::-1].copy()][:k]
+    rng = np.random.default_rng(seed)
+    while len(orders) < k:
+        orders.append(rng.permutation(n))
+    return orders
+
+
+def order_views(view: pd.DataFrame, k: int, seed: int = 0) -> list[pd.DataFrame]:
+    """The view K times, each user's candidates listed in the k-th order of `listed_orders` (k = 0: as stored)."""
+    out = []
+    for order in range(k):
+        cands = [[c[i] for i in listed_orders(len(c), k, seed)[order]] for c in view["candidates"]]
+        out.append(view.assign(candidates=cands))
+    return out
 
 
 def _soft_vectors(examples: pd.DataFrame, soft_embedder, device) -> list:
@@ -135,34 +157,86 @@ def _soft_vectors(examples: pd.DataFrame, soft_embedder, device) -> list:
     return [soft_embedder(torch.as_tensor(list(ids), dtype=torch.long, device=device)) for ids in examples["soft_ids"]]
 
 
-@torch.no_grad()
-def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "prefix",
-                  reduce: str = "sum", progress: bool = True, soft_embedder=None) -> pd.DataFrame:
-    """Per-user target ranks for prompts in `examples` aligned with `view` (candidates, target).
+def _check_rows(examples: pd.DataFrame, view: pd.DataFrame) -> None:
+    """Every example row names a user of the view and lists exactly that user's candidates; every user has a row."""
+    stored = dict(zip(view["user_id"], view["candidates"]))
+    for user, cands in zip(examples["user_id"], examples["candidates"]):
+        if user not in stored or sorted(cands) != sorted(stored[user]):
+            raise ValueError(f"example for user {user} lists candidates that are not that user's fixed candidates: "
+                             f"build prompts from the same view you rank")
+    missing = set(stored) - set(examples["user_id"])
+    if missing:
+        raise ValueError(f"{len(missing)} user(s) of the view have no prompt (e.g. {sorted(missing)[:3]})")
 
-    scorer: "prefix" (prefix-shared likelihood), "naive" (per-candidate likelihood) or "generate" (generate-then-match:
-    the matched candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
+
+def _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress) -> list[np.ndarray]:
+    """Likelihood scores of each row's candidates, in the row's listed order."""
+    titles = [[catalog.title(i) for i in c] for c in examples["candidates"]]
+    if scorer == "batched":
+        items = make_items(tokenizer, examples["prompt"], titles, soft)
+        return score_items(model, items, tokenizer.pad_token_id, reduce, batch_size, progress)
+    score = score_prefix_shared if scorer == "prefix" else score_naive
+    rows = tqdm(list(zip(examples["prompt"], titles, soft)), desc=f"ranking ({scorer})", disable=not progress,
+                mininterval=10)
+    return [score(model, tokenizer, prompt, t, reduce, s) for prompt, t, s in rows]
+
+
+def _generate_rows(model, tokenizer, examples, view, catalog, soft, progress) -> pd.DataFrame:
+    """Generate-then-match on the stored order: the matched candidate ranks first, the others tie last."""
+    rows = []
+    items = list(zip(examples["prompt"], soft, view["candidates"], view["target"], view["user_id"]))
+    for prompt, s, cands, target, user in tqdm(items, desc="ranking (generate)", disable=not progress,
+                                               mininterval=10):
+        answer = generate_answer(model, tokenizer, prompt, soft=s)
+        hit = match_title(answer, [catalog.title(i) for i in cands])
+        scores = np.zeros(len(cands))
+        if hit is not None:
+            scores[hit] = 1.0
+        rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0]),
+                     "valid": hit is not None, "answer": answer})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "batched",
+                  reduce: str = "sum", progress: bool = True, soft_embedder=None,
+                  batch_size: int | None = None) -> pd.DataFrame:
+    """Per-user target ranks from prompt rows (user_id, prompt, candidates as listed in the prompt) over `view`.
+
+    A user may have several rows (the same candidates listed in different orders): each candidate's score is the mean
+    of its log-likelihoods over them (order-averaged scoring), and `rank_listed` is the rank under the first row alone.
+    Without `user_id`/`candidates` columns the rows are taken as aligned with `view`.
+    scorer: "batched" (many users per forward pass, engine.py), "prefix" (one user at a time, prompt KV cache
+    reused), "naive" (one pass per candidate, the reference) or "generate" (generate-then-match: the matched
+    candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
     soft_embedder: a module mapping a LongTensor of ids to (n, hidden) vectors, read from the `soft_ids` column.
+    batch_size: sequences per forward pass of the batched scorer (None: chosen from free memory).
     """
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    if "user_id" not in examples or "candidates" not in examples:
+        if len(examples) != len(view):
+            raise ValueError(f"{len(examples)} prompt rows for {len(view)} users: give user_id and candidates columns")
+        examples = examples.assign(user_id=view["user_id"].to_numpy(), candidates=view["candidates"].to_numpy())
+    _check_rows(examples, view)
     model.eval()
+    soft = _soft_vectors(examples, soft_embedder, model.device)
+    if scorer == "generate":
+        first = {}
+        for i, user in enumerate(examples["user_id"]):
+            first.setdefault(user, i)  # each user's first row: the stored order
+        rows = [first[u] for u in view["user_id"]]
+        return _generate_rows(model, tokenizer, examples.iloc[rows], view, catalog, [soft[i] for i in rows], progress)
+    scores = _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress)
+    per_user, listed = {}, {}
+    for user, cands, s in zip(examples["user_id"], examples["candidates"], scores):
+        per_user.setdefault(user, []).append(dict(zip(cands, s)))
+        listed.setdefault(user, dict(zip(cands, s)))
     rows = []
-    items = zip(examples["prompt"], _soft_vectors(examples, soft_embedder, model.device), view["candidates"],
-                view["target"], view["user_id"])
-    for prompt, soft, cands, target, user in tqdm(list(items), desc=f"ranking ({scorer})", disable=not progress,
-                                                  mininterval=10):
-        titles = [catalog.title(i) for i in cands]
-        if scorer == "generate":
-            answer = generate_answer(model, tokenizer, prompt, soft=soft)
-            hit = match_title(answer, titles)
-            scores = np.zeros(len(cands))
-            if hit is not None:
-                scores[hit] = 1.0
-            rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0]),
-                         "valid": hit is not None, "answer": answer})
-            continue
-        score = score_prefix_shared if scorer == "prefix" else score_naive
-        scores = score(model, tokenizer, prompt, titles, reduce, soft)
-        rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores([scores], [cands.index(target)])[0])})
+    for user, cands, target in zip(view["user_id"], view["candidates"], view["target"]):
+        mean = [[np.mean([d[c] for d in per_user[user]]) for c in cands]]
+        first = [[listed[user][c] for c in cands]]
+        at = cands.index(target)
+        rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores(mean, [at])[0]),
+                     "rank_listed": int(M.ranks_from_scores(first, [at])[0]), "target_position": at + 1})
     return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from transformers import TrainerCallback
 from trl import SFTTrainer
@@ -76,6 +77,17 @@ def lora_config(cfg: dict):
                       target_modules=list(cfg["LORA_TARGETS"]), task_type="CAUSAL_LM", bias="none")
 
 
+def packing_options(mode: str) -> dict:
+    """SFTConfig settings for SFT_PACKING: padded batches, padding-free (concatenated, position ids restart per
+    example, so none attends to another) or packed (best-fit-decreasing bins of max_length, also padding-free)."""
+    options = {"padded": {"packing": False, "padding_free": False},
+               "padding_free": {"packing": False, "padding_free": True, "max_length": None},  # checked by us
+               "packed": {"packing": True, "packing_strategy": "bfd", "padding_free": True}}
+    if mode not in options:
+        raise ValueError(f"SFT_PACKING must be one of {', '.join(options)}, got {mode!r}")
+    return options[mode]
+
+
 def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     """SFTConfig built explicitly: completion-only loss, CPU-safe or bf16 settings, checkpoints for resume."""
     from trl import SFTConfig
@@ -83,8 +95,8 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     return SFTConfig(
         output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=cfg["LLM_BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRAD_ACCUM"], learning_rate=cfg["LLM_LEARNING_RATE"],
-        lr_scheduler_type="cosine", warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0, max_length=max_length,
-        completion_only_loss=True, packing=False, logging_steps=1, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
+        lr_scheduler_type="cosine", warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0,
+        completion_only_loss=True, logging_steps=1, **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])}, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
         save_total_limit=2, report_to="none", seed=cfg["SEED"], data_seed=cfg["SEED"], bf16=on_gpu, fp16=False,
         use_cpu=not on_gpu, activation_checkpointing=False, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
         disable_tqdm=False, save_only_model=False, remove_unused_columns=True,
@@ -130,6 +142,18 @@ def _trainer_setup(examples: pd.DataFrame, trainer_cls, soft_embedder) -> tuple:
     return ["prompt", "completion", "soft_ids"], trainer_cls, {"soft_embedder": soft_embedder}
 
 
+def check_lengths(tokenizer, examples: pd.DataFrame, max_length: int) -> None:
+    """Refuse rows longer than max_length tokens (prompt + completion + end-of-turn) instead of cutting them silently."""
+    prompts = tokenizer(list(examples["prompt"]), add_special_tokens=False)["input_ids"]
+    answers = tokenizer(list(examples["completion"]), add_special_tokens=False)["input_ids"]
+    lengths = np.array([len(p) + len(c) + 1 for p, c in zip(prompts, answers)])
+    if (lengths > max_length).any():
+        row = int(np.argmax(lengths > max_length))
+        raise ValueError(f"{int((lengths > max_length).sum())} SFT row(s) exceed MAX_PROMPT_TOKENS + "
+                         f"MAX_COMPLETION_TOKENS = {max_length} tokens (row {row}: {lengths[row]}): raise them or "
+                         f"shorten the prompts")
+
+
 def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, device: str = "cpu",
               trainer_cls=None, resume: bool = True, callbacks=(), soft_embedder=None, **trainer_kwargs):
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
@@ -144,6 +168,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     columns, trainer_cls, soft_kwargs = _trainer_setup(examples, trainer_cls, soft_embedder)
     output_dir = Path(output_dir)
     max_length = int(cfg["MAX_PROMPT_TOKENS"]) + int(cfg["MAX_COMPLETION_TOKENS"])
+    check_lengths(tokenizer, examples, max_length)
     data = Dataset.from_pandas(examples[columns].reset_index(drop=True))
     trainer = trainer_cls(
         model=model, args=sft_config(cfg, output_dir, device, max_length), train_dataset=data,
@@ -153,13 +178,38 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     if checkpoint:
         print(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=checkpoint)
-    adapter = output_dir / "adapter"
-    tmp = output_dir / ".adapter.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    if soft_embedder is not None:
-        st.save_embedder(soft_embedder, tmp)
-    shutil.rmtree(adapter, ignore_errors=True)
-    os.replace(tmp, adapter)
+    save_final_adapter(trainer, output_dir / "adapter", soft_embedder)
     trainer.model.eval()
     return trainer.model, loss_history(trainer)
+
+
+def save_final_adapter(trainer, adapter: Path, soft_embedder=None) -> None:
+    """Write the final adapter atomically from the main process only, while every other process waits for it.
+
+    Under FSDP every process first joins the gathering of the full weights (each holds a shard); under DDP or on
+    one process the main process's own copy is complete (gradients were averaged, so every copy is the same).
+    """
+    acc, fsdp = trainer.accelerator, getattr(trainer, "is_fsdp_enabled", False)
+    state = acc.get_state_dict(trainer.model) if fsdp else None  # a collective: every process must call it
+    if acc.is_main_process:
+        tmp = adapter.parent / ".adapter.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = acc.unwrap_model(trainer.model)
+        model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
+        if soft_embedder is not None:
+            st.save_embedder(_gathered_embedder(soft_embedder, state), tmp)
+        shutil.rmtree(adapter, ignore_errors=True)
+        os.replace(tmp, adapter)
+        if acc.num_processes > 1:
+            print(f"adapter saved to {adapter} by the main process of {acc.num_processes}")
+    acc.wait_for_everyone()
+
+
+def _gathered_embedder(soft_embedder, state: dict | None):
+    """The soft-token embedder to save: itself, or under FSDP its weights taken from the gathered full state dict."""
+    from types import SimpleNamespace
+    if state is None:
+        return soft_embedder
+    prefix = "soft_embedder."
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return SimpleNamespace(state_dict=lambda: weights)

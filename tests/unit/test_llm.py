@@ -202,3 +202,21 @@ def test_checkpoint_folder_depends_on_the_settings(tmp_path, monkeypatch):
     a, b = _cfg(), _cfg(LORA_R=4)
     assert train.checkpoint_dir("run", a) == train.checkpoint_dir("run", _cfg())
     assert train.checkpoint_dir("run", a) != train.checkpoint_dir("run", b)
+
+
+def test_padding_free_sft_gives_the_padded_loss_and_overlong_rows_are_refused(data, catalog, tmp_path):
+    texts = list(data.items["title"]) + [kv.SYSTEM, "User: Watched Candidates age gender occupation zip"] * 3
+    view = pd.DataFrame({"user_id": [1, 2, 3, 4, 5, 1, 2, 3], "history": [list(range(1, 2 + k)) for k in range(8)],
+                         "target": [6, 7, 8, 9, 10, 11, 12, 6], "candidates": [[6, 7, 8, 9, 10, 11, 12]] * 8})
+    losses = {}
+    for mode in ("padded", "padding_free"):  # prompts of 8 lengths: padded batches carry padding, padding-free none
+        model, tok = load_llm("tiny", tiny_texts=texts, seed=0)
+        cfg = _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=1, LLM_LEARNING_RATE=5e-3, SAVE_STEPS=100, WARMUP_STEPS=0,
+                   LORA_DROPOUT=0.0, SFT_PACKING=mode)  # no dropout: its masks depend on the batch's shape
+        rows = kv.build_examples(catalog, view, tok, 4096)
+        losses[mode] = train.train_sft(model, tok, rows, cfg, tmp_path / mode)[1]["loss"].to_numpy()
+    assert len(losses["padded"]) == 2 and np.isfinite(losses["padded"]).all()
+    assert np.abs(losses["padded"] - losses["padding_free"]).max() < 1e-4
+    cfg = _cfg(MAX_PROMPT_TOKENS=16, MAX_COMPLETION_TOKENS=4)
+    with pytest.raises(ValueError, match=r"8 SFT row\(s\) exceed MAX_PROMPT_TOKENS \+ MAX_COMPLETION_TOKENS = 20"):
+        train.train_sft(model, tok, rows, cfg, tmp_path / "long")

@@ -6,7 +6,9 @@ scorer, checkpoints keyed by training parameters only) is here, so every LLM met
 """
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from .base import Recommender
 
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
                 "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
-                "MAX_COMPLETION_TOKENS")
+                "MAX_COMPLETION_TOKENS", "SFT_PACKING")
 
 
 def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
@@ -35,6 +37,14 @@ def training_subset(protocol, n_samples: int | None, n_negatives: int, seed: int
     if n_samples is not None and n_samples < len(windows):
         windows = windows.loc[np.sort(np.random.default_rng(seed).choice(len(windows), n_samples, replace=False))]
     return training_candidates(windows, protocol.seqs, protocol.data.items["item_id"], n_negatives, seed)
+
+
+def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
+    """HR@1 by where the target is listed among the candidates (1 = first), under the stored order alone and averaged
+    over SCORE_ORDERS orders: a model without position bias has the same HR@1 everywhere."""
+    groups = ranks.assign(listed=ranks["rank_listed"] == 1, averaged=ranks["rank"] == 1).groupby("target_position")
+    return pd.DataFrame({"users": groups.size(), "hr1_stored_order": groups["listed"].mean().round(4),
+                         "hr1_order_averaged": groups["averaged"].mean().round(4)})
 
 
 def prompt_lengths(tokenizer, prompts) -> list[int]:
@@ -54,7 +64,7 @@ class LLMRecommender(Recommender):
         self.model, self.tokenizer = load_llm(cfg["MODEL"], device, tiny_texts=self.corpus(), seed=cfg["SEED"])
         n_params = sum(p.numel() for p in self.model.parameters())
         runtime.set_threads(cfg["NUM_THREADS"] if cfg["NUM_THREADS"] is not None else (1 if n_params < 5e6 else None))
-        self.adapter, self.sft_rows, self.last_prompts = None, 0, []
+        self.adapter, self.sft_rows, self.last_prompts, self.last_ranks = None, 0, [], None
 
     @classmethod
     def train_params(cls) -> tuple[str, ...]:
@@ -64,7 +74,7 @@ class LLMRecommender(Recommender):
     @classmethod
     def run_key(cls, cfg: dict, protocol) -> dict:
         """The candidate set, the evaluated users, the scorer and every training parameter."""
-        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE"}
+        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
         return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)}}
 
     def corpus(self) -> list[str]:
@@ -90,11 +100,16 @@ class LLMRecommender(Recommender):
         return pd.concat([self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])], ignore_index=True)
 
     def checkpoint_key(self) -> dict:
-        """Training parameters and the training data's identity only: evaluation settings never retrain."""
-        identity = self.protocol.identity()
-        return {"method": self.name, "data": identity, **{k: self.cfg[k] for k in self.train_params()}}
+        """Training parameters and the training data's identity only: evaluation settings never retrain.
 
-    def fit(self) -> pd.DataFrame:
+        Several processes (accelerate launch) train on other batches than one does, so their number enters the key.
+        """
+        identity = self.protocol.identity()
+        processes = int(os.environ.get("WORLD_SIZE", 1))
+        return {"method": self.name, "data": identity, **{k: self.cfg[k] for k in self.train_params()},
+                **({"processes": processes} if processes > 1 else {})}
+
+    def fit(self, callbacks=()) -> pd.DataFrame:
         """LoRA SFT on the training prompts (resumes or reuses its checkpoints); zero-shot when LLM_TRAIN_SAMPLES=0."""
         if self.cfg["LLM_TRAIN_SAMPLES"] == 0:
             return pd.DataFrame(columns=["step", "loss", "learning_rate"])
@@ -102,24 +117,35 @@ class LLMRecommender(Recommender):
         self.sft_rows = len(examples)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
         out = checkpoint_dir(self.name, self.checkpoint_key())
-        self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device)
+        self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device,
+                                    callbacks=callbacks)
         self.adapter = out / "adapter"
         return log
 
-    def rank(self, view: pd.DataFrame, scorer: str = "prefix") -> pd.DataFrame:
-        """Likelihood ranking of the fixed evaluation prompts (scorer: prefix | naive | generate)."""
-        examples = self.prompts(view)
-        self.last_prompts = prompt_lengths(self.tokenizer, examples["prompt"])
-        return rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
-                                  reduce=self.cfg["SCORE_REDUCE"])
+    def rank(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
+        """Likelihood ranking of the fixed evaluation prompts, each user's candidates listed in SCORE_ORDERS orders.
+
+        scorer: batched | prefix | naive (likelihood, order-averaged) or generate (stored order only).
+        """
+        orders = 1 if scorer == "generate" else self.cfg["SCORE_ORDERS"]
+        views = rank.order_views(view, orders, self.cfg["CANDIDATE_SEED"])
+        examples = pd.concat([self.prompts(v).assign(candidates=v["candidates"].to_numpy()) for v in views],
+                             ignore_index=True)
+        self.last_prompts = prompt_lengths(self.tokenizer, examples["prompt"][:len(view)])
+        ranks = rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+                                   reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"])
+        if scorer != "generate":
+            self.last_ranks = ranks
+        return ranks
 
     def generate_then_match(self, view: pd.DataFrame) -> dict:
         """Greedy generation matched to the candidates on the first GEN_EVAL_USERS users: ValidRatio and HR@1."""
         n = self.cfg["GEN_EVAL_USERS"]
         if n == 0:
             return {}
+        start = time.time()
         ranks = self.rank(view.head(n), scorer="generate")
-        return {"users": len(ranks), "valid_ratio": float(ranks["valid"].mean()),
+        return {"users": len(ranks), "seconds": round(time.time() - start, 2), "valid_ratio": float(ranks["valid"].mean()),
                 "hr1": float((ranks["rank"] == 1).mean()), "answers": ranks["answer"].head(5).tolist()}
 
     def report(self, view: pd.DataFrame) -> dict:
@@ -132,6 +158,8 @@ class LLMRecommender(Recommender):
             t = self.train_prompt_tokens
             out["train_prompt_tokens"] = {"mean": float(np.mean(t)), "median": float(np.median(t)),
                                           "min": int(min(t)), "max": int(max(t))}
+        if self.last_ranks is not None:
+            out["hr1_by_target_position"] = hr1_by_position(self.last_ranks).to_dict("index")
         gen = self.generate_then_match(view)
         return {**out, "generate_then_match": gen} if gen else out
 

@@ -113,15 +113,24 @@ class Grid:
         return M.paired_against(self.ranks, reference, n_boot, seed)
 
 
+def remaining(start: float, done: int, total: int) -> str:
+    """', about N min left' from the mean time of the runs done so far (empty before the first finishes)."""
+    if done == 0:
+        return ""
+    return f", about {(time.time() - start) / done * (total - done) / 60:.0f} min left"
+
+
 def run_grid(name: str, cfg: dict, protocol, arms: dict, seeds, device: str = "cpu") -> Grid:
     """Run method `name` once per arm (parameter overrides) and training seed, all on the same users and candidates."""
     users, ranks, runs = None, {}, {}
+    total, done, start = len(arms) * len(seeds), 0, time.time()
     for arm, changes in arms.items():
         per_seed = []
         for seed in seeds:
             arm_cfg = config.override(cfg, **changes, SEED=seed)
-            print(f"--- {name}: arm {arm}, seed {seed}")
+            print(f"--- {name}: arm {arm}, seed {seed} (run {done + 1} of {total}{remaining(start, done, total)})")
             run = run_method(name, arm_cfg, protocol, device, run_name=f"{name}-{arm}")
+            done += 1
             users = sorted(run.ranks["user_id"]) if users is None else users
             per_seed.append(ranks_on(run.ranks, users))
             runs[(arm, seed)] = run

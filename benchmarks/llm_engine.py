@@ -1,0 +1,216 @@
+"""The LLM engine on the current device, side by side in one run: ranking users/s per-user vs batched, SFT tokens/s
+padded vs padding-free (vs bin-packed), MFU against a matrix product timed in this process, and peak memory.
+
+Same model, same MKV prompts (cpu-profile users and training windows), same process.  MFU = useful FLOP/s divided
+by the measured matmul rate (fp32 on CPU, bf16 on CUDA), not a datasheet peak; useful FLOP counts real tokens only
+(no padding): forward 2·N·tokens (N = non-embedding parameters) plus the LM head on scored tokens; training uses
+the 6·N·tokens convention.  The padded and padding-free loss curves go to figures/benchmark_sft_loss.png.
+Reproduce: `.venv/bin/python benchmarks/llm_engine.py` (CPU: about 6 minutes on 2 cores; nothing is asserted).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench import config, engine, metrics as M, rank, runtime, train
+from workbench.data.protocol import load_protocol
+from workbench.methods import get_method
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PeakMemory:
+    """Peak memory above the starting level while the block runs: CUDA allocator, else resident set size (sampled)."""
+
+    def __init__(self, device: str):
+        self.cuda, self.peak = str(device).startswith("cuda"), 0
+
+    def _rss(self) -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.01)
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            self.base, self._stop = self._rss(), threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def matmul_rate(device: str) -> float:
+    """FLOP/s of a large matrix product in the engine's dtype (bf16 on CUDA, fp32 on CPU), best of five."""
+    cuda = str(device).startswith("cuda")
+    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(6):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        a @ b
+        if cuda:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def non_embedding_params(model) -> int:
+    """Parameters outside the input embedding and LM head (their FLOPs are counted separately)."""
+    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def ranking_inputs(mkv, users: int) -> tuple[list[str], list[list[str]], list[int]]:
+    """Evaluation prompts, candidate titles and target positions of the first `users` evaluated users."""
+    view = mkv.eval_view().head(users)
+    prompts = mkv.prompts(view)["prompt"].tolist()
+    targets = [c.index(t) for c, t in zip(view["candidates"], view["target"])]
+    return prompts, [[mkv.catalog.title(i) for i in c] for c in view["candidates"]], targets
+
+
+def rank_agreement(a: list[np.ndarray], b: list[np.ndarray], targets: list[int]) -> str:
+    """How many users' target ranks differ between two scorers, and how many of those have exact score ties."""
+    ra, rb = (M.ranks_from_scores(np.stack(s), targets) for s in (a, b))
+    differ = ra != rb
+    tied = [len(set(np.round(x, 12))) < len(x) or len(set(np.round(y, 12))) < len(y)
+            for x, y, d in zip(a, b, differ) if d]
+    return f"{int(differ.sum())} of {len(ra)} users' ranks differ ({sum(tied)} of them with exact score ties)"
+
+
+def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple[list[dict], str]:
+    """users/s and MFU of per-user prefix-shared scoring vs the batched engine; how far their scores and ranks agree."""
+    model, tok = mkv.model, mkv.tokenizer
+    prompts, titles, targets = ranking_inputs(mkv, users)
+    items = engine.make_items(tok, prompts, titles)
+    n_body, h, v = non_embedding_params(model), model.config.hidden_size, model.config.vocab_size
+    scored = sum(len(c) for it in items for c in it.candidates)
+    flop = 2 * n_body * sum(it.length for it in items) + 2 * h * v * scored
+    size = batch_size or engine.auto_batch_size(model, max(it.length for it in items), model.device)
+    variants = {"per-user (prefix-shared)": lambda: [rank.score_prefix_shared(model, tok, p, t)
+                                                     for p, t in zip(prompts, titles)],
+                f"batched ({size} per pass)": lambda: engine.score_items(model, items, tok.pad_token_id, batch_size=size,
+                                                                     progress=False)}
+    engine.score_items(model, items[:1], tok.pad_token_id, progress=False)  # warm-up
+    rows, scores = [], {}
+    for name, run in variants.items():
+        with torch.no_grad(), PeakMemory(model.device) as mem:
+            start = time.perf_counter()
+            scores[name] = run()
+            if str(model.device).startswith("cuda"):
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        rows.append({"step": f"ranking {users} users: {name}", "rate": users / seconds, "unit": "users/s",
+                     "MFU": flop / seconds / rate, "peak MB": mem.peak / 2 ** 20})
+    a, b = scores.values()
+    delta = max(np.abs(x - y).max() for x, y in zip(a, b))
+    return rows, f"max |Δ log p| batched vs per-user {delta:.2e}; {rank_agreement(a, b, targets)}"
+
+
+def bench_sft(mkv, cfg: dict, samples: int, modes, rate: float) -> tuple[list[dict], dict]:
+    """SFT tokens/s and MFU per SFT_PACKING mode on the same training prompts; returns the rows and loss curves."""
+    examples = mkv.prompts(mkv.training_view(samples), 0)
+    tok = mkv.tokenizer
+    real = sum(len(tok(p + c, add_special_tokens=False)["input_ids"]) + 1
+               for p, c in zip(examples["prompt"], examples["completion"]))
+    rows, curves = [], {}
+    for mode in modes:
+        fresh = type(mkv)(config.override(cfg, SFT_PACKING=mode), mkv.protocol, mkv.device)  # a fresh base model
+        out = Path(tempfile.mkdtemp(prefix=f"sft-{mode}-"))
+        n_body = non_embedding_params(fresh.model)
+        runtime.seed_everything(cfg["SEED"])
+        with PeakMemory(fresh.device) as mem:
+            start = time.perf_counter()
+            _, log = train.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
+                                     resume=False)
+            seconds = time.perf_counter() - start
+        shutil.rmtree(out, ignore_errors=True)
+        curves[mode] = log
+        rows.append({"step": f"SFT {len(examples)} prompts: {mode}", "rate": real / seconds, "unit": "tokens/s",
+                     "MFU": 6 * n_body * real / seconds / rate, "peak MB": mem.peak / 2 ** 20})
+    return rows, curves
+
+
+def plot_curves(curves: dict, path: Path, title: str) -> None:
+    """Loss per step of each SFT mode on one axis."""
+    from workbench import plots
+    plots.setup()
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for mode, log in curves.items():
+        ax.plot(log["step"], log["loss"], label=mode, marker="o" if len(log) < 30 else None, alpha=0.8)
+    ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Measure ranking and SFT variants on one device and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--users", type=int, default=None, help="ranked users (default: 16 on CPU, 943 on CUDA)")
+    parser.add_argument("--samples", type=int, default=None, help="SFT prompts (default: 24 on CPU, 4000 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="ranking rows per pass (default: automatic)")
+    parser.add_argument("--sft-batch", type=int, default=None, help="SFT batch size (default: the profile's)")
+    parser.add_argument("--modes", default="padded,padding_free,packed")
+    args = parser.parse_args()
+    device = runtime.pick_device(args.device)
+    cuda = device.startswith("cuda")
+    profile = "smoke" if args.model == "tiny" else ("gpu" if cuda else "cpu")
+    users = args.users or (943 if cuda else 16)
+    overrides = {"MODEL": args.model, "LLM_EVAL_USERS": users, "SAVE_STEPS": 10 ** 6, "LORA_DROPOUT": 0.0}
+    if args.sft_batch:
+        overrides["LLM_BATCH_SIZE"] = args.sft_batch
+    cfg = config.resolve(profile, **overrides)
+    runtime.seed_everything(cfg["SEED"])
+    protocol = load_protocol(cfg)
+    mkv = get_method("mkv")(cfg, protocol, device)
+    rate = matmul_rate(device)
+    rank_rows, delta = bench_ranking(mkv, users, args.batch_size, rate)
+    sft_rows, curves = bench_sft(mkv, cfg, args.samples or (4000 if cuda else 24), args.modes.split(","), rate)
+    table = pd.DataFrame(rank_rows + sft_rows).set_index("step")
+    for kind in ("users/s", "tokens/s"):
+        part = table["unit"] == kind
+        table.loc[part, "speed-up"] = table.loc[part, "rate"] / table.loc[part, "rate"].iloc[0]
+    print(f"{args.model} on {runtime.device_description(device)}, torch {torch.__version__}, "
+          f"{'bf16' if cuda else 'fp32'}, attention {mkv.model.config._attn_implementation}; matmul rate "
+          f"{rate / 1e12:.2f} TFLOP/s (the MFU denominator); SFT batch {cfg['LLM_BATCH_SIZE']} x GRAD_ACCUM "
+          f"{cfg['GRAD_ACCUM']}, LoRA r={cfg['LORA_R']}, dropout 0 (so padded and padding-free losses can match)")
+    fmt = {"rate": "{:,.1f}".format, "MFU": "{:.1%}".format, "peak MB": "{:,.0f}".format, "speed-up": "{:.2f}x".format}
+    print(table.to_string(formatters=fmt))
+    print(delta)
+    final = {m: float(c["loss"].iloc[-1]) for m, c in curves.items() if len(c)}
+    print("final SFT loss per mode: " + ", ".join(f"{m} {v:.4f}" for m, v in final.items()))
+    figure = ROOT / "figures" / f"benchmark_sft_loss_{'gpu' if cuda else 'cpu'}.png"
+    plot_curves(curves, figure, f"SFT loss, {args.model}, {runtime.device_description(device)}")
+    print(f"loss curves: {figure.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

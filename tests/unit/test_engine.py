@@ -1,0 +1,166 @@
+"""The batched ranking engine equals the per-candidate reference (tiny and real model, fp32 CPU); order averaging."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import engine, rank, softtokens as st
+from workbench.data import load_dataset
+from workbench.models.llm import load_llm
+from workbench.prompts import keyvalue as kv
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+HISTORIES = {1: [1, 2, 3, 4, 5, 6, 7], 2: [8], 3: [9, 10, 11, 12]}  # prompts of different lengths in one batch
+CANDIDATES = {1: [1, 5, 9, 12, 3], 2: [2, 4, 6, 8, 10], 3: [11, 7, 5, 3, 1]}
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
+    return kv.Catalog(data.users, data.items)
+
+
+def _texts(catalog):
+    return [catalog.title(i) for i in catalog.items] + [kv.SYSTEM, "User: Watched Candidates age gender zip"] * 3
+
+
+@pytest.fixture(scope="module")
+def tiny(catalog):
+    torch.set_num_threads(1)
+    return load_llm("tiny", tiny_texts=_texts(catalog), seed=0)
+
+
+def _prompts(tok, catalog, candidates=CANDIDATES):
+    return [kv.prompt_text(tok, kv.render(catalog, u, HISTORIES[u], candidates[u])) for u in HISTORIES]
+
+
+def _reference(model, tok, catalog, reduce="sum", soft=None, candidates=CANDIDATES):
+    soft = soft or [None] * len(HISTORIES)
+    return [rank.score_naive(model, tok, p, [catalog.title(i) for i in candidates[u]], reduce, s)
+            for p, u, s in zip(_prompts(tok, catalog, candidates), HISTORIES, soft)]
+
+
+def _batched(model, tok, catalog, reduce="sum", batch_size=None, soft=None, candidates=CANDIDATES):
+    items = engine.make_items(tok, _prompts(tok, catalog, candidates),
+                              [[catalog.title(i) for i in candidates[u]] for u in HISTORIES], soft)
+    return engine.score_items(model, items, tok.pad_token_id, reduce, batch_size, progress=False)
+
+
+def _max_delta(a, b):
+    return max(np.abs(x - y).max() for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_batched_scores_equal_the_per_candidate_reference_on_the_tiny_model(tiny, catalog, batch_size):
+    model, tok = tiny
+    for reduce in ("sum", "mean"):
+        assert _max_delta(_batched(model, tok, catalog, reduce, batch_size), _reference(model, tok, catalog, reduce)) < 1e-4
+
+
+def test_a_candidate_never_sees_another_candidate(tiny, catalog):
+    model, tok = tiny
+    prompts, titles = _prompts(tok, catalog), [[catalog.title(i) for i in CANDIDATES[u]] for u in HISTORIES]
+    changed = [t[:] for t in titles]
+    changed[1][2] = "Something Else Entirely (1999)"  # user 2's middle candidate: the others' scores must stay
+    a, b = (engine.score_items(model, engine.make_items(tok, prompts, t), tok.pad_token_id, batch_size=3,
+                               progress=False) for t in (titles, changed))
+    assert np.abs(np.delete(a[1], 2) - np.delete(b[1], 2)).max() < 1e-5 and abs(a[1][2] - b[1][2]) > 1e-3
+    assert _max_delta([a[0], a[2]], [b[0], b[2]]) < 1e-5  # other users in the same batch are untouched
+
+
+def test_block_mask_lets_candidates_see_the_prompt_and_themselves_only():
+    seg = torch.tensor([[-1, 0, 0, 1, 1, 2, -1]])
+    m = engine.block_mask(seg)[0, 0]
+    assert m[4].tolist() == [False, True, True, True, True, False, False]  # 2nd token of candidate 1
+    assert m[5].tolist() == [False, True, True, False, False, True, False]  # candidate 2 skips candidate 1
+    assert m[0].tolist() == [True] + [False] * 6 and m[6, 6]  # pads see only themselves: no fully masked row
+
+
+def test_eager_attention_takes_the_same_mask_as_an_additive_one(tiny, catalog):
+    model, tok = tiny
+    sdpa = _batched(model, tok, catalog, batch_size=3)
+    model.config._attn_implementation = "eager"
+    try:
+        assert _max_delta(_batched(model, tok, catalog, batch_size=3), sdpa) < 1e-4
+        model.config._attn_implementation = "flash_attention_2"
+        with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
+            _batched(model, tok, catalog, batch_size=3)
+    finally:
+        model.config._attn_implementation = "sdpa"
+
+
+def test_soft_tokens_go_through_the_batched_path_and_gradients_reach_them(catalog):
+    model, tok = load_llm("tiny", tiny_texts=_texts(catalog), seed=0)
+    st.add_soft_token(model, tok)
+    prompts = [p.replace("Watched", f"Watched {st.SOFT_TOKEN}{st.SOFT_TOKEN}") for p in _prompts(tok, catalog)]
+    torch.manual_seed(0)
+    vectors = [torch.randn(2, model.config.hidden_size, requires_grad=True) for _ in prompts]
+    titles = [[catalog.title(i) for i in CANDIDATES[u]] for u in HISTORIES]
+    with torch.no_grad():
+        ref = [rank.score_naive(model, tok, p, t, soft=v) for p, t, v in zip(prompts, titles, vectors)]
+    items = engine.make_items(tok, prompts, titles, vectors)
+    logp = engine.batch_logp(model, items, tok.pad_token_id)
+    assert _max_delta([x.detach().numpy() for x in logp], ref) < 1e-4
+    torch.stack([x[0] for x in logp]).sum().backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in vectors)
+    with pytest.raises(ValueError, match="either every item or none"):
+        engine.batch_logp(model, [items[0], engine.Item(items[1].prompt, items[1].candidates)], tok.pad_token_id)
+
+
+def test_batches_group_similar_lengths_within_the_limits():
+    lengths = [5, 50, 7, 48, 6, 49]
+    batches = engine.plan_batches(lengths, batch_size=2)
+    assert batches == [[1, 5], [3, 2], [4, 0]]
+    assert sorted(sum(batches, [])) == list(range(6))
+    assert engine.plan_batches(lengths, batch_size=10, max_tokens=150) == [[1, 5, 3], [2, 4, 0]]  # 3 x 50 cells
+    with pytest.raises(ValueError, match="non-empty candidates"):
+        engine.check_items([engine.Item([1, 2], [])])
+
+
+def test_listed_orders_start_with_the_stored_order_and_its_reverse():
+    orders = rank.listed_orders(4, 3, seed=0)
+    assert orders[0].tolist() == [0, 1, 2, 3] and orders[1].tolist() == [3, 2, 1, 0]
+    assert sorted(orders[2].tolist()) == [0, 1, 2, 3]
+    assert [o.tolist() for o in rank.listed_orders(4, 3, seed=0)] == [o.tolist() for o in orders]
+    with pytest.raises(ValueError, match="SCORE_ORDERS"):
+        rank.listed_orders(4, 0)
+
+
+def test_order_averaged_ranks_average_the_scores_of_each_listed_order(tiny, catalog):
+    model, tok = tiny
+    view = pd.DataFrame({"user_id": list(HISTORIES), "history": list(HISTORIES.values()),
+                         "candidates": list(CANDIDATES.values()), "target": [5, 8, 1]})
+    views = rank.order_views(view, 2)
+    assert views[1]["candidates"].tolist() == [c[::-1] for c in CANDIDATES.values()]
+    rows = pd.concat([kv.build_examples(catalog, v, tok, 2048).assign(candidates=v["candidates"].to_numpy())
+                      for v in views], ignore_index=True)
+    ranks = rank.rank_examples(model, tok, rows, view, catalog, progress=False)
+    scores = [_reference(model, tok, catalog, candidates=dict(zip(v["user_id"], v["candidates"]))) for v in views]
+    for k, (user, cands, target) in enumerate(zip(view["user_id"], view["candidates"], view["target"])):
+        back = dict(zip(views[1]["candidates"][k], scores[1][k]))
+        mean = [(s + back[c]) / 2 for c, s in zip(cands, scores[0][k])]
+        row = ranks.set_index("user_id").loc[user]
+        at = cands.index(target)
+        assert row["rank"] == sum(m >= mean[at] for m in mean)  # ties count against the target
+        assert row["rank_listed"] == sum(s >= scores[0][k][at] for s in scores[0][k])
+        assert row["target_position"] == at + 1
+    prefix = rank.rank_examples(model, tok, rows, view, catalog, scorer="prefix", progress=False)
+    assert prefix.equals(ranks)
+    wrong = rows.assign(candidates=[c[:-1] + [99] for c in rows["candidates"]])
+    with pytest.raises(ValueError, match="not that user's fixed candidates"):
+        rank.rank_examples(model, tok, wrong, view, catalog, progress=False)
+
+
+def test_batched_scores_equal_the_reference_on_smollm2(catalog):
+    model, tok = load_llm("smollm2-135m")
+    assert model.dtype == torch.float32 and model.config._attn_implementation == "sdpa"
+    users = list(HISTORIES)[:2]
+    prompts = _prompts(tok, catalog)[:2]
+    titles = [[catalog.title(i) for i in CANDIDATES[u]] for u in users]
+    with torch.no_grad():
+        ref = [rank.score_naive(model, tok, p, t) for p, t in zip(prompts, titles)]
+    got = engine.score_items(model, engine.make_items(tok, prompts, titles), tok.pad_token_id, batch_size=2,
+                             progress=False)
+    assert _max_delta(got, ref) < 1e-4

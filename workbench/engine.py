@@ -1,0 +1,198 @@
+"""Batched candidate scoring: many users per forward pass, each user's prompt and all its candidates in one sequence.
+
+A block attention mask lets every candidate see the prompt and itself, never another candidate, so a prompt is
+encoded once, no KV cache is copied, and a batch holds as many users as memory allows.  Equal to the per-candidate
+reference `rank.score_naive` up to float rounding (tests).  Soft tokens go through the same path (`splice`).
+
+One row of a batch (prompts left-padded so all of them end in the same column; candidates follow, right-padded):
+
+    tokens     [pad .. pad | prompt      | candidate 1 | candidate 2 | ... | pad]
+    positions  [0   ..   0 | 0 .. P-1    | P .. P+c1-1 | P .. P+c2-1 | ... | 0  ]
+    segment    [-1  ..  -1 | 0 ..      0 | 1 ..      1 | 2 ..      2 | ... | -1 ]
+
+Reproduce the speed comparison against per-user scoring: `python benchmarks/llm_engine.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .softtokens import SOFT_TOKEN, splice
+
+MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that take an arbitrary 4-D mask
+
+
+@dataclass
+class Item:
+    """One sequence to score: prompt token ids, candidate token ids (each ending with end-of-turn), soft vectors."""
+    prompt: list[int]
+    candidates: list[list[int]]
+    soft: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        """Tokens in the packed row: the prompt plus every candidate."""
+        return len(self.prompt) + sum(map(len, self.candidates))
+
+
+@dataclass
+class Batch:
+    """Packed rows: ids, positions and segments (B, T); the column where candidates start; the 4-D mask."""
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    segments: torch.Tensor
+    start: int
+    mask: torch.Tensor
+
+
+def block_mask(segments: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool: query q sees key k <= q of the prompt (segment 0) or of its own segment; pads see themselves.
+
+    A pad sees itself so that no query row is fully masked (a fully masked row gives NaN, which would leak into
+    other rows through 0 * NaN in the attention product).
+    """
+    t = segments.shape[1]
+    q, k = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segments.device).tril()
+    allowed = causal & (k >= 0) & (q >= 0) & ((k == 0) | (k == q))
+    return (allowed | torch.eye(t, dtype=torch.bool, device=segments.device)).unsqueeze(1)
+
+
+def pack(items: list[Item], pad_id: int, device) -> Batch:
+    """Lay out items as rows of one batch (see the module docstring)."""
+    start = max(len(it.prompt) for it in items)
+    width = start + max(sum(map(len, it.candidates)) for it in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(items), width), dtype=torch.long)
+    seg = torch.full((len(items), width), -1, dtype=torch.long)
+    for row, it in enumerate(items):
+        p = len(it.prompt)
+        ids[row, start - p:start] = torch.tensor(it.prompt)
+        pos[row, start - p:start] = torch.arange(p)
+        seg[row, start - p:start] = 0
+        col = start
+        for j, cand in enumerate(it.candidates, start=1):
+            ids[row, col:col + len(cand)] = torch.tensor(cand)
+            pos[row, col:col + len(cand)] = torch.arange(p, p + len(cand))
+            seg[row, col:col + len(cand)] = j
+            col += len(cand)
+    ids, pos, seg = ids.to(device), pos.to(device), seg.to(device)
+    return Batch(ids, pos, seg, start, block_mask(seg))
+
+
+def _attention_mask(model, mask: torch.Tensor) -> torch.Tensor:
+    """The bool mask in the form the model's attention implementation takes (bool for sdpa, additive for eager)."""
+    impl = getattr(model.config, "_attn_implementation", "eager") or "eager"
+    if impl not in MASKED_IMPLEMENTATIONS:
+        raise ValueError(f"batched scoring needs an attention implementation that takes a 4-D mask "
+                         f"({', '.join(MASKED_IMPLEMENTATIONS)}), the model uses {impl!r}: load it with "
+                         f"attn_implementation='sdpa' or rank with scorer='prefix'")
+    if impl == "sdpa":
+        return mask
+    dtype = model.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def _token_index(items: list[Item], start: int) -> tuple[list[int], list[int], list[int], list[int]]:
+    """For every candidate token: its row, the column predicting it, its id, and its candidate's flat index."""
+    rows, cols, tokens, owner = [], [], [], []
+    flat = 0
+    for row, it in enumerate(items):
+        col = start
+        for cand in it.candidates:
+            rows += [row] * len(cand)
+            cols += [start - 1] + list(range(col, col + len(cand) - 1))  # token 0 is predicted by the prompt's end
+            tokens += cand
+            owner += [flat] * len(cand)
+            col += len(cand)
+            flat += 1
+    return rows, cols, tokens, owner
+
+
+def batch_logp(model, items: list[Item], pad_id: int, reduce: str = "sum") -> list[torch.Tensor]:
+    """Log-likelihood of each item's candidates after its prompt (one forward pass for all); differentiable."""
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    batch = pack(items, pad_id, model.device)
+    softs = [it.soft for it in items if it.soft is not None]
+    if softs and len(softs) != len(items):
+        raise ValueError("either every item or none carries soft-token vectors")
+    inputs = ({"inputs_embeds": splice(model, batch.input_ids, torch.cat(softs))} if softs
+              else {"input_ids": batch.input_ids})
+    keep = batch.input_ids.shape[1] - batch.start + 1  # logits from the prompts' last column on
+    logits = model(**inputs, attention_mask=_attention_mask(model, batch.mask), position_ids=batch.positions,
+                   logits_to_keep=keep).logits
+    rows, cols, tokens, owner = (torch.tensor(x, device=model.device) for x in _token_index(items, batch.start))
+    picked = logits[rows, cols - (batch.start - 1)].float()
+    token_logp = picked.gather(-1, tokens[:, None]).squeeze(-1) - picked.logsumexp(-1)
+    n_cands = [len(it.candidates) for it in items]
+    total = torch.zeros(sum(n_cands), device=model.device).index_add(0, owner, token_logp)
+    if reduce == "mean":
+        total = total / torch.bincount(owner, minlength=len(total))
+    return list(total.split(n_cands))
+
+
+def plan_batches(lengths, batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first): at most batch_size rows and max_tokens cells."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    batches, current = [], []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]  # the first (longest) row sets the padded width
+        if current and (len(current) >= batch_size or (max_tokens and (len(current) + 1) * width > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(int(i))
+    return batches + [current] if current else batches
+
+
+def auto_batch_size(model, longest: int, device) -> int:
+    """Rows per forward pass from free memory (CUDA: a third of what is free; CPU: 8, where batching gains little)."""
+    if not str(device).startswith("cuda"):
+        return 8
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    cfg = model.config
+    per_token = 4 * (cfg.vocab_size * 3 + (cfg.hidden_size + cfg.intermediate_size) * 8)
+    per_row = longest * per_token + longest * longest * (1 + 4 * cfg.num_attention_heads)
+    return int(max(1, min(512, free // 3 // per_row)))
+
+
+def check_items(items: list[Item]) -> None:
+    """Refuse items a packed row cannot score: no prompt, no candidates, an empty candidate."""
+    for k, it in enumerate(items):
+        if not it.prompt or not it.candidates or any(len(c) == 0 for c in it.candidates):
+            raise ValueError(f"item {k}: every item needs a prompt and non-empty candidates to score")
+
+
+@torch.no_grad()
+def score_items(model, items: list[Item], pad_id: int, reduce: str = "sum", batch_size: int | None = None,
+                progress: bool = True, desc: str = "ranking (batched)") -> list[np.ndarray]:
+    """Scores of every item's candidates, batching items of similar length; batch_size None = from free memory."""
+    check_items(items)
+    lengths = [it.length for it in items]
+    size = batch_size or auto_batch_size(model, max(lengths), model.device)
+    out: list[np.ndarray | None] = [None] * len(items)
+    batches = plan_batches(lengths, size)
+    bar = tqdm(total=len(items), desc=desc, disable=not progress, mininterval=10, unit="seq")
+    for idx in batches:
+        scores = batch_logp(model, [items[i] for i in idx], pad_id, reduce)
+        for i, s in zip(idx, scores):
+            out[i] = s.cpu().numpy()
+        bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def make_items(tokenizer, prompts, completions, soft=None) -> list[Item]:
+    """Items from prompt texts, per-prompt candidate texts and optional per-prompt soft vectors."""
+    from .rank import completion_ids
+    soft = soft if soft is not None else [None] * len(prompts)
+    items = []
+    for prompt, texts, vectors in zip(prompts, completions, soft):
+        if any(SOFT_TOKEN in t for t in texts):
+            raise ValueError(f"a candidate text contains {SOFT_TOKEN}: soft tokens belong in the prompt only")
+        items.append(Item(tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                          completion_ids(tokenizer, texts), vectors))
+    return items
