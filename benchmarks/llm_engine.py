@@ -109,7 +109,8 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
     n_body, h, v = non_embedding_params(model), model.config.hidden_size, model.config.vocab_size
     scored = sum(len(c) for it in items for c in it.candidates)
     flop = 2 * n_body * sum(it.length for it in items) + 2 * h * v * scored
-    size = batch_size or engine.auto_batch_size(model, max(it.length for it in items), model.device)
+    size = batch_size or engine.auto_batch_size(model, max(it.length for it in items),
+                                                max(sum(map(len, it.candidates)) for it in items), model.device)
     variants = {"per-user (prefix-shared)": lambda: [rank.score_prefix_shared(model, tok, p, t)
                                                      for p, t in zip(prompts, titles)],
                 f"batched ({size} per pass)": lambda: engine.score_items(model, items, tok.pad_token_id, batch_size=size,

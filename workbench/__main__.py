@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench {assets,prepare,run,params}`; errors print one line that says what to do."""
+"""Command line: `python -m workbench {assets,prepare,run,train,params}`; errors print one line that says what to do."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +45,20 @@ def _run(args) -> None:
     summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.save_outputs, args.keep_going)
     total = sum(r["seconds"] for r in summary)
     print(f"all {len(summary)} notebook(s) ran in {total:.0f} s")
+
+
+def _train(args) -> None:
+    from . import config, distributed, runner
+    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    profile = params.pop("PROFILE", None)
+    if profile is not None and args.profile is not None and profile != args.profile:
+        raise ValueError(f"--profile {args.profile} and -p PROFILE {profile} disagree: give one")
+    cfg = config.resolve(args.profile or profile, **params)
+    rec, log = distributed.train_method(args.method, cfg)
+    if distributed.is_main_process():
+        last = f", last loss {log['loss'].iloc[-1]:.4f}" if len(log) else ""
+        print(f"{rec.name}: {len(log)} logged step(s) on {distributed.world_size()} process(es){last}")
+        print(f"adapter: {rec.adapter}")
 
 
 def _params(args) -> None:
@@ -98,6 +112,11 @@ def main(argv=None) -> int:
     r.add_argument("--save-outputs", action="store_true", help="write outputs back into notebooks/ (cleaned)")
     r.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     r.set_defaults(func=_run)
+    t = sub.add_parser("train", help="fine-tune an LLM method (fit only); also under `accelerate launch`")
+    t.add_argument("method", help="an LLM method, e.g. mkv")
+    t.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    t.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
+    t.set_defaults(func=_train)
     sub.add_parser("params", help="list every parameter: default, allowed values, meaning").set_defaults(func=_params)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -130,11 +130,12 @@ PROFILES: dict[str, dict] = {
               "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
     # `make run` on 2 CPU cores: all notebooks in about 35 minutes
     "cpu": {},
-    # real experiments on a GPU
+    # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
+    # from the engine's speed-ups until measured there: docs/design.md, "The LLM engine")
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
-            "LLM_BATCH_SIZE": 16, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 2e-4, "WARMUP_STEPS": 50, "SAVE_STEPS": 200,
+            "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 20000},
+            "ABLATION_TRAIN_SAMPLES": 10000},
 }
 
 

@@ -148,14 +148,20 @@ def plan_batches(lengths, batch_size: int, max_tokens: int | None = None) -> lis
     return batches + [current] if current else batches
 
 
-def auto_batch_size(model, longest: int, device) -> int:
-    """Rows per forward pass from free memory (CUDA: a third of what is free; CPU: 8, where batching gains little)."""
+def auto_batch_size(model, longest: int, scored: int, device) -> int:
+    """Rows per forward pass from free memory (CUDA: a third of what is free; CPU: 8, where batching gains little).
+
+    Per row: activations of `longest` tokens, logits and their float copies for the `scored` candidate tokens, and an
+    attention-score matrix per head in case the attention kernel materialises it.
+    """
     if not str(device).startswith("cuda"):
         return 8
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     cfg = model.config
-    per_token = 4 * (cfg.vocab_size * 3 + (cfg.hidden_size + cfg.intermediate_size) * 8)
-    per_row = longest * per_token + longest * longest * (1 + 4 * cfg.num_attention_heads)
+    hidden = getattr(cfg, "hidden_size", 1024)
+    inner = getattr(cfg, "intermediate_size", None) or 4 * hidden
+    heads = getattr(cfg, "num_attention_heads", 16)
+    per_row = longest * (hidden + inner) * 16 + scored * cfg.vocab_size * 10 + heads * longest * longest * 4
     return int(max(1, min(512, free // 3 // per_row)))
 
 
@@ -172,7 +178,8 @@ def score_items(model, items: list[Item], pad_id: int, reduce: str = "sum", batc
     """Scores of every item's candidates, batching items of similar length; batch_size None = from free memory."""
     check_items(items)
     lengths = [it.length for it in items]
-    size = batch_size or auto_batch_size(model, max(lengths), model.device)
+    scored = max(sum(map(len, it.candidates)) for it in items)
+    size = batch_size or auto_batch_size(model, max(lengths), scored, model.device)
     out: list[np.ndarray | None] = [None] * len(items)
     batches = plan_batches(lengths, size)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, mininterval=10, unit="seq")

@@ -96,10 +96,11 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
         output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=cfg["LLM_BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRAD_ACCUM"], learning_rate=cfg["LLM_LEARNING_RATE"],
         lr_scheduler_type="cosine", warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0,
-        completion_only_loss=True, logging_steps=1, **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])}, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
+        completion_only_loss=True, logging_steps=1, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
+        **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])},
         save_total_limit=2, report_to="none", seed=cfg["SEED"], data_seed=cfg["SEED"], bf16=on_gpu, fp16=False,
         use_cpu=not on_gpu, activation_checkpointing=False, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
-        disable_tqdm=False, save_only_model=False, remove_unused_columns=True,
+        disable_tqdm=False, save_only_model=False, remove_unused_columns=True, ddp_find_unused_parameters=False,
     )
 
 

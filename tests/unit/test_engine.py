@@ -164,3 +164,13 @@ def test_batched_scores_equal_the_reference_on_smollm2(catalog):
     got = engine.score_items(model, engine.make_items(tok, prompts, titles), tok.pad_token_id, batch_size=2,
                              progress=False)
     assert _max_delta(got, ref) < 1e-4
+
+
+def test_batch_size_follows_free_gpu_memory(tiny, monkeypatch):
+    model, _ = tiny
+    assert engine.auto_batch_size(model, 700, 250, "cpu") == 8
+    sizes = {}
+    for free in (2 ** 20, 2 ** 30, 2 ** 40):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None, free=free: (free, 2 ** 41))
+        sizes[free] = engine.auto_batch_size(model, 700, 250, "cuda:0")
+    assert sizes[2 ** 20] == 1 and 1 < sizes[2 ** 30] < sizes[2 ** 40] == 512  # at least one row, at most 512
