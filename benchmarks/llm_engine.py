@@ -5,7 +5,7 @@ Same model, same MKV prompts (cpu-profile users and training windows), same proc
 by the measured matmul rate (fp32 on CPU, bf16 on CUDA), not a datasheet peak; useful FLOP counts real tokens only
 (no padding): forward 2·N·tokens (N = non-embedding parameters) plus the LM head on scored tokens; training uses
 the 6·N·tokens convention.  The padded and padding-free loss curves go to figures/benchmark_sft_loss.png.
-Reproduce: `.venv/bin/python benchmarks/llm_engine.py` (CPU: about 6 minutes on 2 cores; nothing is asserted).
+Reproduce: `.venv/bin/python benchmarks/llm_engine.py` (CPU: about 10 minutes on 2 cores; nothing is asserted).
 """
 from __future__ import annotations
 
@@ -131,15 +131,17 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
     return rows, f"max |Δ log p| batched vs per-user {delta:.2e}; {rank_agreement(a, b, targets)}"
 
 
-def bench_sft(mkv, cfg: dict, samples: int, modes, rate: float) -> tuple[list[dict], dict]:
-    """SFT tokens/s and MFU per SFT_PACKING mode on the same training prompts; returns the rows and loss curves."""
+def bench_sft(mkv, cfg: dict, samples: int, variants, rate: float) -> tuple[list[dict], dict]:
+    """SFT tokens/s and MFU per (SFT_PACKING, ATTENTION) variant on the same prompts; returns the rows, loss curves."""
     examples = mkv.prompts(mkv.training_view(samples), 0)
     tok = mkv.tokenizer
     real = sum(len(tok(p + c, add_special_tokens=False)["input_ids"]) + 1
                for p, c in zip(examples["prompt"], examples["completion"]))
     rows, curves = [], {}
-    for mode in modes:
-        fresh = type(mkv)(config.override(cfg, SFT_PACKING=mode), mkv.protocol, mkv.device)  # a fresh base model
+    for variant in variants:
+        mode, _, attention = variant.partition(":")
+        changes = {"SFT_PACKING": mode, "ATTENTION": attention or None}
+        fresh = type(mkv)(config.override(cfg, **changes), mkv.protocol, mkv.device)  # a fresh base model
         out = Path(tempfile.mkdtemp(prefix=f"sft-{mode}-"))
         n_body = non_embedding_params(fresh.model)
         runtime.seed_everything(cfg["SEED"])
@@ -149,9 +151,10 @@ def bench_sft(mkv, cfg: dict, samples: int, modes, rate: float) -> tuple[list[di
                                      resume=False)
             seconds = time.perf_counter() - start
         shutil.rmtree(out, ignore_errors=True)
-        curves[mode] = log
-        rows.append({"step": f"SFT {len(examples)} prompts: {mode}", "rate": real / seconds, "unit": "tokens/s",
-                     "MFU": 6 * n_body * real / seconds / rate, "peak MB": mem.peak / 2 ** 20})
+        curves[variant] = log
+        attention = fresh.model.config._attn_implementation
+        rows.append({"step": f"SFT {len(examples)} prompts: {mode}, {attention}", "rate": real / seconds,
+                     "unit": "tokens/s", "MFU": 6 * n_body * real / seconds / rate, "peak MB": mem.peak / 2 ** 20})
     return rows, curves
 
 
@@ -176,10 +179,11 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--device", default=None)
     parser.add_argument("--users", type=int, default=None, help="ranked users (default: 16 on CPU, 943 on CUDA)")
-    parser.add_argument("--samples", type=int, default=None, help="SFT prompts (default: 24 on CPU, 4000 on CUDA)")
+    parser.add_argument("--samples", type=int, default=None, help="SFT prompts (default: 32 on CPU, 4000 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=None, help="ranking rows per pass (default: automatic)")
     parser.add_argument("--sft-batch", type=int, default=None, help="SFT batch size (default: the profile's)")
-    parser.add_argument("--modes", default="padded,padding_free,packed")
+    parser.add_argument("--sft", default=None, help="SFT variants SFT_PACKING[:ATTENTION], comma-separated (default: "
+                        "padded, padding_free, packed with sdpa; on CUDA also padding_free:flex_attention)")
     args = parser.parse_args()
     device = runtime.pick_device(args.device)
     cuda = device.startswith("cuda")
@@ -194,7 +198,8 @@ def main() -> None:
     mkv = get_method("mkv")(cfg, protocol, device)
     rate = matmul_rate(device)
     rank_rows, delta = bench_ranking(mkv, users, args.batch_size, rate)
-    sft_rows, curves = bench_sft(mkv, cfg, args.samples or (4000 if cuda else 24), args.modes.split(","), rate)
+    variants = (args.sft or "padded,padding_free,packed" + (",padding_free:flex_attention" if cuda else "")).split(",")
+    sft_rows, curves = bench_sft(mkv, cfg, args.samples or (4000 if cuda else 32), variants, rate)
     table = pd.DataFrame(rank_rows + sft_rows).set_index("step")
     for kind in ("users/s", "tokens/s"):
         part = table["unit"] == kind

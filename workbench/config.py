@@ -108,7 +108,10 @@ PARAMS: dict[str, Param] = {
                         "the reverse; more add seeded shuffles): cancels the LLM's position bias", low=1),
     "RANK_BATCH_SIZE": _p(None, "int", "sequences (user x order) per forward pass when ranking; None = from free "
                           "memory", low=1, optional=True),
-    "SFT_PACKING": _p("padding_free", "str", "SFT batches: padded (each example padded to the longest), padding_free "
+    "ATTENTION": _p(None, "str", "attention kernel for training: sdpa, eager, flex_attention or flash_attention_2 "
+                    "(if installed); None = the model's default (sdpa). Ranking always uses a masked kernel (sdpa)",
+                    optional=True, choices=("sdpa", "eager", "flex_attention", "flash_attention_2")),
+    "SFT_PACKING": _p("padded", "str", "SFT batches: padded (each example padded to the longest), padding_free "
                       "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
                       choices=("padded", "padding_free", "packed")),
     "GEN_EVAL_USERS": _p(10, "int", "users for the generate-then-match comparison (0 = skip)", low=0),

@@ -14,6 +14,7 @@ Reproduce the speed comparison against per-user scoring: `python benchmarks/llm_
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,15 +86,34 @@ def pack(items: list[Item], pad_id: int, device) -> Batch:
 
 def _attention_mask(model, mask: torch.Tensor) -> torch.Tensor:
     """The bool mask in the form the model's attention implementation takes (bool for sdpa, additive for eager)."""
-    impl = getattr(model.config, "_attn_implementation", "eager") or "eager"
+    impl = attention_of(model)
     if impl not in MASKED_IMPLEMENTATIONS:
         raise ValueError(f"batched scoring needs an attention implementation that takes a 4-D mask "
-                         f"({', '.join(MASKED_IMPLEMENTATIONS)}), the model uses {impl!r}: load it with "
-                         f"attn_implementation='sdpa' or rank with scorer='prefix'")
+                         f"({', '.join(MASKED_IMPLEMENTATIONS)}), the model uses {impl!r}: score inside "
+                         f"engine.masked_attention(model)")
     if impl == "sdpa":
         return mask
     dtype = model.dtype
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def attention_of(model) -> str:
+    """The model's attention implementation (eager when unset)."""
+    return getattr(model.config, "_attn_implementation", None) or "eager"
+
+
+@contextmanager
+def masked_attention(model):
+    """Score with sdpa when the model trains with a kernel that cannot take an arbitrary mask (flash, flex); restore."""
+    impl = attention_of(model)
+    if impl in MASKED_IMPLEMENTATIONS:
+        yield model
+        return
+    model.set_attn_implementation("sdpa")
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(impl)
 
 
 def _token_index(items: list[Item], start: int) -> tuple[list[int], list[int], list[int], list[int]]:
@@ -183,11 +203,12 @@ def score_items(model, items: list[Item], pad_id: int, reduce: str = "sum", batc
     out: list[np.ndarray | None] = [None] * len(items)
     batches = plan_batches(lengths, size)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, mininterval=10, unit="seq")
-    for idx in batches:
-        scores = batch_logp(model, [items[i] for i in idx], pad_id, reduce)
-        for i, s in zip(idx, scores):
-            out[i] = s.cpu().numpy()
-        bar.update(len(idx))
+    with masked_attention(model):
+        for idx in batches:
+            scores = batch_logp(model, [items[i] for i in idx], pad_id, reduce)
+            for i, s in zip(idx, scores):
+                out[i] = s.cpu().numpy()
+            bar.update(len(idx))
     bar.close()
     return out
 

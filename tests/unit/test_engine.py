@@ -8,7 +8,7 @@ import torch
 
 from workbench import engine, rank, softtokens as st
 from workbench.data import load_dataset
-from workbench.models.llm import load_llm
+from workbench.models.llm import ModelError, load_llm, set_attention
 from workbench.prompts import keyvalue as kv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -78,17 +78,21 @@ def test_block_mask_lets_candidates_see_the_prompt_and_themselves_only():
     assert m[0].tolist() == [True] + [False] * 6 and m[6, 6]  # pads see only themselves: no fully masked row
 
 
-def test_eager_attention_takes_the_same_mask_as_an_additive_one(tiny, catalog):
+def test_eager_takes_the_mask_as_an_additive_one_and_unmasked_kernels_score_through_sdpa(tiny, catalog):
     model, tok = tiny
     sdpa = _batched(model, tok, catalog, batch_size=3)
-    model.config._attn_implementation = "eager"
     try:
+        set_attention(model, "eager")
         assert _max_delta(_batched(model, tok, catalog, batch_size=3), sdpa) < 1e-4
-        model.config._attn_implementation = "flash_attention_2"
-        with pytest.raises(ValueError, match="attn_implementation='sdpa'"):
-            _batched(model, tok, catalog, batch_size=3)
+        set_attention(model, "flex_attention")  # trains with flex; ranking switches to sdpa and back
+        assert _max_delta(_batched(model, tok, catalog, batch_size=3), sdpa) < 1e-6
+        assert model.config._attn_implementation == "flex_attention"
+        with pytest.raises(ValueError, match="engine.masked_attention"):
+            engine.batch_logp(model, engine.make_items(tok, _prompts(tok, catalog)[:1], [["A"]]), tok.pad_token_id)
+        with pytest.raises(ModelError, match="'flash_attention_2' is not available here.*ATTENTION sdpa"):
+            set_attention(model, "flash_attention_2")
     finally:
-        model.config._attn_implementation = "sdpa"
+        set_attention(model, "sdpa")
 
 
 def test_soft_tokens_go_through_the_batched_path_and_gradients_reach_them(catalog):

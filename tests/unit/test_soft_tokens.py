@@ -142,3 +142,19 @@ def test_sft_trains_the_soft_embedder_with_the_adapter_and_restores_it(catalog, 
     with pytest.raises(TypeError, match="subclass train.SoftTokenSFTTrainer"):
         train.train_sft(model, tok, _rows(tok, catalog), cfg, tmp_path / "x", soft_embedder=fresh,
                         trainer_cls=train.SFTTrainer)
+
+
+def test_padding_free_soft_token_training_matches_padded(catalog, tmp_path):
+    """Rows of two prompt lengths: flattening a batch keeps each placeholder's vector on its own row's tokens."""
+    results = {}
+    for mode in ("padded", "padding_free"):
+        model, tok = _tiny(catalog)
+        st.add_soft_token(model, tok)
+        torch.manual_seed(0)
+        embedder = torch.nn.Embedding(20, HIDDEN)
+        cfg = config.resolve("smoke", LLM_BATCH_SIZE=4, GRAD_ACCUM=1, LLM_LEARNING_RATE=5e-3, SAVE_STEPS=100,
+                             WARMUP_STEPS=0, LORA_DROPOUT=0.0, SFT_PACKING=mode)
+        _, history = train.train_sft(model, tok, _rows(tok, catalog), cfg, tmp_path / mode, soft_embedder=embedder)
+        results[mode] = (history["loss"].to_numpy(), embedder.weight.detach().clone())
+    assert np.abs(results["padded"][0] - results["padding_free"][0]).max() < 1e-4
+    assert torch.allclose(results["padded"][1], results["padding_free"][1], atol=1e-5)

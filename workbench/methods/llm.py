@@ -16,13 +16,13 @@ import pandas as pd
 
 from .. import rank, runtime
 from ..data.splits import select_users, training_candidates
-from ..models.llm import load_llm
+from ..models.llm import load_llm, set_attention
 from ..train import checkpoint_dir, train_sft
 from .base import Recommender
 
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
                 "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
-                "MAX_COMPLETION_TOKENS", "SFT_PACKING")
+                "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
 
 
 def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
@@ -62,6 +62,7 @@ class LLMRecommender(Recommender):
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)
         self.model, self.tokenizer = load_llm(cfg["MODEL"], device, tiny_texts=self.corpus(), seed=cfg["SEED"])
+        set_attention(self.model, cfg["ATTENTION"])
         n_params = sum(p.numel() for p in self.model.parameters())
         runtime.set_threads(cfg["NUM_THREADS"] if cfg["NUM_THREADS"] is not None else (1 if n_params < 5e6 else None))
         self.adapter, self.sft_rows, self.last_prompts, self.last_ranks = None, 0, [], None

@@ -244,3 +244,16 @@ def load_llm(name: str, device: str = "cpu", dtype: torch.dtype | None = None, t
         tokenizer.pad_token = tokenizer.eos_token
     ensure_chat_template(tokenizer)
     return model.to(device=device, dtype=dtype).eval(), tokenizer
+
+
+def set_attention(model, implementation: str | None) -> None:
+    """Switch the model's attention kernel (None keeps its default); one that cannot load here is a one-line error."""
+    current = getattr(model.config, "_attn_implementation", None)
+    if implementation is None or implementation == current:
+        return
+    try:
+        model.set_attn_implementation(implementation)
+    except (ImportError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"attention {implementation!r} is not available here ({reason}): use ATTENTION sdpa, or "
+                         f"install its package") from None
