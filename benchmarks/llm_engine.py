@@ -141,16 +141,22 @@ def bench_sft(mkv, cfg: dict, samples: int, variants, rate: float) -> tuple[list
     for variant in variants:
         mode, _, attention = variant.partition(":")
         changes = {"SFT_PACKING": mode, "ATTENTION": attention or None}
-        fresh = type(mkv)(config.override(cfg, **changes), mkv.protocol, mkv.device)  # a fresh base model
         out = Path(tempfile.mkdtemp(prefix=f"sft-{mode}-"))
-        n_body = non_embedding_params(fresh.model)
-        runtime.seed_everything(cfg["SEED"])
-        with PeakMemory(fresh.device) as mem:
-            start = time.perf_counter()
-            _, log = train.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
-                                     resume=False)
-            seconds = time.perf_counter() - start
-        shutil.rmtree(out, ignore_errors=True)
+        try:
+            fresh = type(mkv)(config.override(cfg, **changes), mkv.protocol, mkv.device)  # a fresh base model
+            n_body = non_embedding_params(fresh.model)
+            runtime.seed_everything(cfg["SEED"])
+            with PeakMemory(fresh.device) as mem:
+                start = time.perf_counter()
+                _, log = train.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
+                                         resume=False)
+                seconds = time.perf_counter() - start
+        except Exception as err:  # noqa: BLE001 - a variant this machine cannot run is a row, not the end of the table
+            print(f"SFT variant {variant} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            rows.append({"step": f"SFT {len(examples)} prompts: {variant} (failed)", "unit": "tokens/s"})
+            continue
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
         curves[variant] = log
         attention = fresh.model.config._attn_implementation
         rows.append({"step": f"SFT {len(examples)} prompts: {mode}, {attention}", "rate": lengths.sum() / seconds,

@@ -87,13 +87,22 @@ def loss_curve(history: pd.DataFrame, title: str = "SFT loss (completion tokens)
 
 def position_bias(tables: dict, n_candidates: int, title: str = "HR@1 by where the target is listed"):
     """HR@1 per target position (1 = listed first) under the stored order and order-averaged, one panel per model;
-    the dotted line is a random ranker's 1/n."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.4), sharey=True, squeeze=False)
+    bars (right axis) count the users per position, the dotted line is a random ranker's 1/n."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), sharey=True, squeeze=False)
     for ax, (name, t) in zip(axes[0], tables.items()):
+        counts = ax.twinx()
+        counts.bar(t.index, t["users"], color="0.85", width=0.8, zorder=0)
+        counts.set_ylabel("users", color="0.5")
+        counts.set_ylim(0, t["users"].max() * 3)  # bars stay in the lower third, under the lines
+        counts.grid(False)
+        ax.set_zorder(counts.get_zorder() + 1)
+        ax.patch.set_visible(False)
         ax.plot(t.index, t["hr1_stored_order"], marker="o", label="stored order only")
         ax.plot(t.index, t["hr1_order_averaged"], marker="s", label="order-averaged")
         ax.axhline(1 / n_candidates, color="0.4", linestyle=":", label="random")
-        ax.set(xlabel="target's position in the listed candidates", ylabel="HR@1", title=name)
+        ax.set_xticks(range(1, n_candidates + 1, max(1, n_candidates // 10)))
+        ax.set(xlabel="target's position in the listed candidates (1 = first)", ylabel="HR@1", title=name,
+               xlim=(0.4, n_candidates + 0.6))
     axes[0][0].legend(frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
