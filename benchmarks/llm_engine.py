@@ -178,10 +178,14 @@ def plot_curves(curves: dict, path: Path, title: str) -> None:
     from workbench import plots
     plots.setup()
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for mode, log in curves.items():
-        ax.plot(log["step"], log["loss"], label=mode, marker="o" if len(log) < 30 else None, alpha=0.8)
-    ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    styles = [("o", "-", 9), ("x", "--", 7), ("s", ":", 5), ("^", "-.", 5)]  # overlapping curves stay visible
+    for (mode, log), (marker, line, size) in zip(curves.items(), styles * len(curves)):
+        ax.plot(log["step"], log["loss"], label=mode, linestyle=line, marker=marker if len(log) < 40 else None,
+                markersize=size, alpha=0.85)
+    if len(curves) and max(len(c) for c in curves.values()) < 40:
+        ax.set_xticks(sorted({int(x) for c in curves.values() for x in c["step"]}))
+    ax.set(xlabel="optimizer step", ylabel="training loss (completion tokens)", title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=150)
