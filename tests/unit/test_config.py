@@ -1,4 +1,6 @@
 """Profiles and typed parameters: every value is checked before anything runs."""
+import json
+
 import pytest
 
 from workbench import config, runner, start
@@ -88,3 +90,19 @@ def test_notebooks_that_load_the_protocol_accept_every_protocol_parameter():
         assert declared <= set(config.PARAMS) | {"PROFILE"}, path.name
         if "load_protocol" in path.read_text():
             assert protocol <= declared, f"{path.name} does not accept {sorted(protocol - declared)}"
+
+
+def test_notebooks_that_run_an_llm_method_accept_every_llm_parameter():
+    from workbench.methods.llm import LLMRecommender
+    llm = set(LLMRecommender.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS", "RANK_BATCH_SIZE"}
+    checked = []
+    for path in runner.list_notebooks():
+        code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        if '"mkv"' not in code:
+            continue
+        checked.append(path.name)
+        declared = runner.declared_parameters(path)
+        seeds = {"SEED", "LLM_EVAL_USERS", "LLM_TRAIN_SAMPLES"} if "ABLATION_SEEDS" in declared else set()
+        missing = llm - seeds - declared  # the ablation sets its seeds and sizes through ABLATION_* parameters
+        assert not missing, f"{path.name} does not accept {sorted(missing)}"
+    assert len(checked) >= 2, checked  # notebooks 03 and 04 at least
