@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     a.set_defaults(func=_assets)
     p = sub.add_parser("prepare", help="write the fixed candidate files (valid and test)")
     p.add_argument("--profile", default=None)
-    p.add_argument("--dataset", default=None, help="ml-100k (packaged) or ml-1m (needs --data-path)")
+    p.add_argument("--dataset", default=None, help="ml-100k (packaged), or ml-1m, mind, amazon (need --data-path)")
     p.add_argument("--data-path", default=None, help="folder with the official GroupLens files")
     p.add_argument("--seed", type=int, default=None, help="candidate seed (CANDIDATE_SEED)")
     p.add_argument("--n-negatives", type=int, default=None)

@@ -60,9 +60,10 @@ def _p(default, kind, doc, **kw) -> Param:
 
 PARAMS: dict[str, Param] = {
     # data and protocol: these identify the candidate set
-    "DATASET": _p("ml-100k", "str", "data set: ml-100k (packaged, offline) or ml-1m (needs DATA_PATH)",
-                  choices=("ml-100k", "ml-1m")),
-    "DATA_PATH": _p(None, "str", "folder with the official GroupLens files; None = the packaged MovieLens-100K",
+    "DATASET": _p("ml-100k", "str", "data set: ml-100k (packaged, offline), or ml-1m, mind, amazon (need DATA_PATH)",
+                  choices=("ml-100k", "ml-1m", "mind", "amazon")),
+    "DATA_PATH": _p(None, "str", "folder with the data set's official files (GroupLens, MIND, Amazon Reviews); "
+                    "None = the packaged MovieLens-100K",
                     optional=True),
     "TIE_BREAK": _p("file_order", "str", "order of same-timestamp interactions: file_order (as recorded) or item_id",
                     choices=("file_order", "item_id")),

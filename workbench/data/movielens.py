@@ -23,6 +23,8 @@ ML1M_OCCUPATIONS = ["other", "academic/educator", "artist", "clerical/admin", "c
                     "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
                     "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer"]
 OFFICIAL_FILES = {"ml-100k": ("u.data", "u.item", "u.user"), "ml-1m": ("ratings.dat", "movies.dat", "users.dat")}
+DEMOGRAPHICS = ["age", "gender", "occupation", "zip"]
+TEXT_RICH = ("mind", "amazon")  # loaded by textrich.py from a folder the researcher brings
 
 
 class DataError(ValueError):
@@ -89,31 +91,43 @@ def _read(path: Path, reader, what: str) -> pd.DataFrame:
 
 
 def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFrame, source: str,
-         lines: bool = True, files: dict | None = None) -> Dataset:
+         lines: bool = True, files: dict | None = None, *, parse_titles: bool = True, demographics: bool = True,
+         extra_columns: dict | None = None) -> Dataset:
     """Validate columns and types, parse titles, number the interactions in file order (`row`) and sort them by
     user, time, then file order; duplicated (user, item, timestamp) rows are kept and reported.
 
     The frames must come in file order; lines=True: they were read from headerless text files (index 0 = line 1).
     files: the file each frame was read from ({"interactions": path, "items": ..., "users": ...}), named in messages.
+    Text-rich sources (textrich.py) pass parse_titles=False (items carry a clean `title`; year is missing),
+    demographics=False (age, gender, occupation, zip filled with missing values) and extra_columns
+    ({"items": [...], "users": [...]}: columns kept after the model's own).
     """
     label = {k: str((files or {}).get(k, f"{source} {k}")) for k in ("interactions", "items", "users")}
+    extra = {k: list((extra_columns or {}).get(k, ())) for k in ("items", "users")}
     _require(inter, ["user_id", "item_id", "rating", "timestamp"], label["interactions"])
-    _require(items, ["item_id", "raw_title", "genres"], label["items"])
-    _require(users, ["user_id", "age", "gender", "occupation", "zip"], label["users"])
+    _require(items, ["item_id", "raw_title" if parse_titles else "title", "genres", *extra["items"]], label["items"])
+    _require(users, ["user_id", *(DEMOGRAPHICS if demographics else []), *extra["users"]], label["users"])
     inter = _numeric(inter[["user_id", "item_id", "rating", "timestamp"]].copy(), ["user_id", "item_id", "rating",
                                                                                    "timestamp"],
                      label["interactions"], lines)
     inter["row"] = np.arange(len(inter), dtype="int64")
     items = _numeric(items.copy(), ["item_id"], label["items"], lines)
-    users = _numeric(users.copy(), ["user_id", "age"], label["users"], lines)
-    parsed = items["raw_title"].map(split_title)
-    items["title"] = [t for t, _ in parsed]
-    items["year"] = pd.array([y for _, y in parsed], dtype="Int64")
+    users = _numeric(users.copy(), ["user_id", "age"] if demographics else ["user_id"], label["users"], lines)
+    if parse_titles:
+        parsed = items["raw_title"].map(split_title)
+        items["title"] = [t for t, _ in parsed]
+        items["year"] = pd.array([y for _, y in parsed], dtype="Int64")
+    else:
+        items["year"] = pd.array([pd.NA] * len(items), dtype="Int64")
     if "release_date" not in items:
         items["release_date"] = None
-    items = items[["item_id", "title", "year", "genres", "release_date"]].sort_values("item_id", ignore_index=True)
-    users = users[["user_id", "age", "gender", "occupation", "zip"]].astype(
-        {"gender": str, "occupation": str, "zip": str}).sort_values("user_id", ignore_index=True)
+    items = items[["item_id", "title", "year", "genres", "release_date", *extra["items"]]].sort_values(
+        "item_id", ignore_index=True)
+    if demographics:
+        users = users.astype({"gender": str, "occupation": str, "zip": str})
+    else:
+        users = users.assign(age=pd.array([pd.NA] * len(users), dtype="Int64"), gender=None, occupation=None, zip=None)
+    users = users[["user_id", *DEMOGRAPHICS, *extra["users"]]].sort_values("user_id", ignore_index=True)
     unknown = ~inter["item_id"].isin(items["item_id"])
     if unknown.any():
         first = inter[unknown].iloc[0]
@@ -164,7 +178,7 @@ def load_official(name: str, folder: str | Path) -> Dataset:
     """The official GroupLens files of ml-100k (u.data/u.item/u.user) or ml-1m (*.dat) from a local folder."""
     folder = Path(folder)
     if name not in OFFICIAL_FILES:
-        raise DataError(f"unknown dataset {name!r}: use one of {', '.join(OFFICIAL_FILES)}")
+        raise DataError(f"unknown dataset {name!r}: use one of {', '.join([*OFFICIAL_FILES, *TEXT_RICH])}")
     if not folder.is_dir():
         raise DataError(f"DATA_PATH {folder} is not a folder: point it at the unpacked {name} folder "
                         f"({', '.join(OFFICIAL_FILES[name])})")
@@ -202,7 +216,11 @@ def _shape(df: pd.DataFrame, n_cols: int, path: Path) -> None:
 
 
 def load_dataset(name: str = "ml-100k", path: str | Path | None = None) -> Dataset:
-    """Load a data set by name: official files from `path` if given, else the packaged ML-100K."""
+    """Load a data set by name: official files from `path` if given, else the packaged ML-100K; mind and amazon
+    (textrich.py) always need `path`."""
+    if name in TEXT_RICH:
+        from .textrich import load_text_rich  # imported here: textrich builds on this module
+        return load_text_rich(name, path)
     if path is not None:
         return load_official(name, path)
     if name != "ml-100k":
