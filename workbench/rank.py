@@ -141,11 +141,9 @@ def listed_orders(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
 
 def order_views(view: pd.DataFrame, k: int, seed: int = 0) -> list[pd.DataFrame]:
     """The view K times, each user's candidates listed in the k-th order of `listed_orders` (k = 0: as stored)."""
-    out = []
-    for order in range(k):
-        cands = [[c[i] for i in listed_orders(len(c), k, seed)[order]] for c in view["candidates"]]
-        out.append(view.assign(candidates=cands))
-    return out
+    orders = [listed_orders(len(c), k, seed) for c in view["candidates"]]
+    return [view.assign(candidates=[[c[i] for i in o[j]] for c, o in zip(view["candidates"], orders)])
+            for j in range(k)]
 
 
 def _soft_vectors(examples: pd.DataFrame, soft_embedder, device) -> list:
@@ -228,14 +226,13 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
         rows = [first[u] for u in view["user_id"]]
         return _generate_rows(model, tokenizer, examples.iloc[rows], view, catalog, [soft[i] for i in rows], progress)
     scores = _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress)
-    per_user, listed = {}, {}
+    per_user = {}  # user -> one {candidate: score} per listed order, the stored order first
     for user, cands, s in zip(examples["user_id"], examples["candidates"], scores):
         per_user.setdefault(user, []).append(dict(zip(cands, s)))
-        listed.setdefault(user, dict(zip(cands, s)))
     rows = []
     for user, cands, target in zip(view["user_id"], view["candidates"], view["target"]):
         mean = [[np.mean([d[c] for d in per_user[user]]) for c in cands]]
-        first = [[listed[user][c] for c in cands]]
+        first = [[per_user[user][0][c] for c in cands]]
         at = cands.index(target)
         rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores(mean, [at])[0]),
                      "rank_listed": int(M.ranks_from_scores(first, [at])[0]), "target_position": at + 1})

@@ -85,11 +85,11 @@ def unpad(soft_ids: torch.Tensor) -> torch.Tensor:
     return soft_ids[soft_ids != PAD_ID]
 
 
-def save_embedder(embedder, folder) -> None:
-    """Write the embedder's weights to folder/soft_embedder.pt atomically."""
+def save_embedder(embedder, folder, state: dict | None = None) -> None:
+    """Write the embedder's weights (or a given state dict of them) to folder/soft_embedder.pt atomically."""
     path = Path(folder) / EMBEDDER_FILE
     tmp = path.with_name(f".{EMBEDDER_FILE}.partial")
-    torch.save(embedder.state_dict(), tmp)
+    torch.save(embedder.state_dict() if state is None else state, tmp)
     os.replace(tmp, path)
 
 

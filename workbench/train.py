@@ -198,7 +198,7 @@ def save_final_adapter(trainer, adapter: Path, soft_embedder=None) -> None:
         model = acc.unwrap_model(trainer.model)
         model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
         if soft_embedder is not None:
-            st.save_embedder(_gathered_embedder(soft_embedder, state), tmp)
+            st.save_embedder(soft_embedder, tmp, _embedder_state(state))
         shutil.rmtree(adapter, ignore_errors=True)
         os.replace(tmp, adapter)
         if acc.num_processes > 1:
@@ -206,11 +206,9 @@ def save_final_adapter(trainer, adapter: Path, soft_embedder=None) -> None:
     acc.wait_for_everyone()
 
 
-def _gathered_embedder(soft_embedder, state: dict | None):
-    """The soft-token embedder to save: itself, or under FSDP its weights taken from the gathered full state dict."""
-    from types import SimpleNamespace
+def _embedder_state(state: dict | None) -> dict | None:
+    """Under FSDP the soft-token embedder's weights taken from the gathered full state dict; else None (its own)."""
     if state is None:
-        return soft_embedder
+        return None
     prefix = "soft_embedder."
-    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    return SimpleNamespace(state_dict=lambda: weights)
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -49,7 +49,7 @@ def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
 
 def prompt_lengths(tokenizer, prompts) -> list[int]:
     """Token count of each prompt."""
-    return [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
 
 class LLMRecommender(Recommender):
@@ -146,8 +146,8 @@ class LLMRecommender(Recommender):
             return {}
         start = time.time()
         ranks = self.rank(view.head(n), scorer="generate")
-        return {"users": len(ranks), "seconds": round(time.time() - start, 2), "valid_ratio": float(ranks["valid"].mean()),
-                "hr1": float((ranks["rank"] == 1).mean()), "answers": ranks["answer"].head(5).tolist()}
+        return {"users": len(ranks), "seconds": round(time.time() - start, 2),
+                "valid_ratio": float(ranks["valid"].mean()), "hr1": float((ranks["rank"] == 1).mean()), "answers": ranks["answer"].head(5).tolist()}
 
     def report(self, view: pd.DataFrame) -> dict:
         """Model, users, prompt lengths, SFT size, and generate-then-match beside likelihood ranking."""
