@@ -13,6 +13,7 @@ from dataclasses import dataclass
 PROFILE_ENV = "WORKBENCH_PROFILE"
 DEFAULT_PROFILE = "cpu"
 AUGMENTS = ("none", "shuffle", "mask", "both")
+TRSR_HISTORIES = ("hierarchical", "recurrent", "full", "recent")
 
 
 class ConfigError(ValueError):
@@ -120,10 +121,26 @@ PARAMS: dict[str, Param] = {
     "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
     "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
     "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
+    # ablations of every LLM method
     "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
     "ABLATION_EVAL_USERS": _p(40, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
     "ABLATION_TRAIN_SAMPLES": _p(48, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
                                  optional=True),
+    # LLM-TRSR
+    "TRSR_HISTORY": _p("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, or "
+                       "no summary: full (every item, cut to MAX_PROMPT_TOKENS) or recent (RECENT_ITEMS only)",
+                       choices=TRSR_HISTORIES),
+    "TRSR_SCORING": _p("listwise", "str", "LLM-TRSR: listwise (all candidates in one prompt, title likelihood) or "
+                       "pointwise (one yes/no prompt per candidate, log P(yes); trained 1 positive : 1 negative)",
+                       choices=("listwise", "pointwise")),
+    "BLOCK_SIZE": _p(5, "int", "LLM-TRSR: items per summarised block", low=1),
+    "MAX_BLOCKS": _p(4, "int", "LLM-TRSR: most recent blocks summarised (older items are left out)", low=1),
+    "RECENT_ITEMS": _p(5, "int", "LLM-TRSR: most recent items listed after the summary (not summarised)", low=0),
+    "SUMMARY_TOKENS": _p(64, "int", "LLM-TRSR: max_new_tokens of each summary generation", low=1),
+    "SUMMARY_BATCH_SIZE": _p(16, "int", "LLM-TRSR: prompts per batched generation (does not change the summaries)",
+                             low=1),
+    "TRSR_ARMS": _p(list(TRSR_HISTORIES), "list_str", "LLM-TRSR ablation arms (TRSR_HISTORY values)",
+                    choices=TRSR_HISTORIES),
 }
 
 PROFILES: dict[str, dict] = {

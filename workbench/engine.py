@@ -28,10 +28,15 @@ MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that tak
 
 @dataclass
 class Item:
-    """One sequence to score: prompt token ids, candidate token ids (each ending with end-of-turn), soft vectors."""
+    """One sequence to score: prompt token ids, candidate token ids (each ending with end-of-turn), soft vectors.
+
+    scored: how many trailing tokens of each candidate count (0 = all of them; pointwise yes/no prompts score only
+    the answer token after a candidate-specific question).
+    """
     prompt: list[int]
     candidates: list[list[int]]
     soft: torch.Tensor | None = None
+    scored: int = 0
 
     @property
     def length(self) -> int:
@@ -117,16 +122,17 @@ def masked_attention(model):
 
 
 def _token_index(items: list[Item], start: int) -> tuple[list[int], list[int], list[int], list[int]]:
-    """For every candidate token: its row, the column predicting it, its id, and its candidate's flat index."""
+    """For every scored candidate token: its row, the column predicting it, its id, and its candidate's flat index."""
     rows, cols, tokens, owner = [], [], [], []
     flat = 0
     for row, it in enumerate(items):
         col = start
         for cand in it.candidates:
-            rows += [row] * len(cand)
-            cols += [start - 1] + list(range(col, col + len(cand) - 1))  # token 0 is predicted by the prompt's end
-            tokens += cand
-            owner += [flat] * len(cand)
+            skip = len(cand) - it.scored if it.scored else 0
+            rows += [row] * (len(cand) - skip)
+            cols += ([start - 1] + list(range(col, col + len(cand) - 1)))[skip:]  # token 0: predicted by the prompt
+            tokens += cand[skip:]
+            owner += [flat] * (len(cand) - skip)
             col += len(cand)
             flat += 1
     return rows, cols, tokens, owner
@@ -142,11 +148,19 @@ def batch_logp(model, items: list[Item], pad_id: int, reduce: str = "sum") -> li
         raise ValueError("either every item or none carries soft-token vectors")
     inputs = ({"inputs_embeds": splice(model, batch.input_ids, torch.cat(softs))} if softs
               else {"input_ids": batch.input_ids})
-    keep = batch.input_ids.shape[1] - batch.start + 1  # logits from the prompts' last column on
+    rows, cols, tokens, owner = _token_index(items, batch.start)
+    if any(it.scored for it in items):  # only the answer columns: a tensor of positions
+        needed = sorted(set(cols))
+        keep = torch.tensor(needed, device=model.device)
+        cols = np.searchsorted(needed, cols)
+    else:  # logits from the prompts' last column on
+        keep = batch.input_ids.shape[1] - batch.start + 1
+        cols = [c - (batch.start - 1) for c in cols]
     logits = model(**inputs, attention_mask=_attention_mask(model, batch.mask), position_ids=batch.positions,
                    logits_to_keep=keep).logits
-    rows, cols, tokens, owner = (torch.tensor(x, device=model.device) for x in _token_index(items, batch.start))
-    picked = logits[rows, cols - (batch.start - 1)].float()
+    rows, cols, tokens, owner = (torch.as_tensor(np.asarray(x), device=model.device)
+                                 for x in (rows, cols, tokens, owner))
+    picked = logits[rows, cols].float()
     token_logp = picked.gather(-1, tokens[:, None]).squeeze(-1) - picked.logsumexp(-1)
     n_cands = [len(it.candidates) for it in items]
     total = torch.zeros(sum(n_cands), device=model.device).index_add(0, owner, token_logp)
@@ -186,10 +200,12 @@ def auto_batch_size(model, longest: int, scored: int, device) -> int:
 
 
 def check_items(items: list[Item]) -> None:
-    """Refuse items a packed row cannot score: no prompt, no candidates, an empty candidate."""
+    """Refuse items a packed row cannot score: no prompt, no candidates, an empty candidate, too few tokens scored."""
     for k, it in enumerate(items):
         if not it.prompt or not it.candidates or any(len(c) == 0 for c in it.candidates):
             raise ValueError(f"item {k}: every item needs a prompt and non-empty candidates to score")
+        if it.scored < 0 or any(len(c) < it.scored for c in it.candidates):
+            raise ValueError(f"item {k}: scored={it.scored} trailing tokens, but a candidate is shorter")
 
 
 @torch.no_grad()
@@ -211,6 +227,28 @@ def score_items(model, items: list[Item], pad_id: int, reduce: str = "sum", batc
             bar.update(len(idx))
     bar.close()
     return out
+
+
+def pointwise_items(tokenizer, prefixes, questions, answer: str = "yes", soft=None) -> list[Item]:
+    """Items that score log P(answer) after prefix + question, one candidate per question (pointwise yes/no).
+
+    Each candidate is the question's tokens then the answer's, taken from the tokenised whole text so that the ids
+    equal what training saw; a tokenizer that merges tokens across the prefix/answer boundary is refused.
+    """
+    soft = soft if soft is not None else [None] * len(prefixes)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    items = []
+    for prefix, qs, vectors in zip(prefixes, questions, soft):
+        p = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        cands = []
+        for q in qs:
+            full = tokenizer(prefix + q + answer, add_special_tokens=False)["input_ids"]
+            if full[:len(p)] != p or full[len(full) - len(answer_ids):] != answer_ids:
+                raise ValueError(f"the tokenizer merges tokens across the prompt/question/answer boundary of "
+                                 f"{q[:40]!r}: end the prefix and the question with a newline")
+            cands.append(full[len(p):])
+        items.append(Item(p, cands, vectors, scored=len(answer_ids)))
+    return items
 
 
 def make_items(tokenizer, prompts, completions, soft=None) -> list[Item]:

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from . import metrics as M
-from .engine import make_items, score_items
+from .engine import make_items, pointwise_items, score_items
 from .softtokens import check_soft_ids, splice
 
 
@@ -169,6 +169,9 @@ def _check_rows(examples: pd.DataFrame, view: pd.DataFrame) -> None:
 
 def _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress) -> list[np.ndarray]:
     """Likelihood scores of each row's candidates, in the row's listed order."""
+    if "questions" in examples:  # pointwise: one question per candidate, log P("yes") after it
+        items = pointwise_items(tokenizer, examples["prompt"], examples["questions"], "yes", soft)
+        return score_items(model, items, tokenizer.pad_token_id, reduce, batch_size, progress, "ranking (pointwise)")
     titles = [[catalog.title(i) for i in c] for c in examples["candidates"]]
     if scorer == "batched":
         items = make_items(tokenizer, examples["prompt"], titles, soft)
@@ -207,6 +210,8 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
     scorer: "batched" (many users per forward pass, engine.py), "prefix" (one user at a time, prompt KV cache
     reused), "naive" (one pass per candidate, the reference) or "generate" (generate-then-match: the matched
     candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
+    With a `questions` column (pointwise prompts: `prompt` is the prefix shared by the user's candidates, question j
+    asks about candidate j) a candidate's score is log P("yes") after prefix + question (batched scorer only).
     soft_embedder: a module mapping a LongTensor of ids to (n, hidden) vectors, read from the `soft_ids` column.
     batch_size: sequences per forward pass of the batched scorer (None: chosen from free memory).
     """
@@ -217,6 +222,8 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
             raise ValueError(f"{len(examples)} prompt rows for {len(view)} users: give user_id and candidates columns")
         examples = examples.assign(user_id=view["user_id"].to_numpy(), candidates=view["candidates"].to_numpy())
     _check_rows(examples, view)
+    if "questions" in examples and scorer != "batched":
+        raise ValueError(f"pointwise prompts (a questions column) are scored by the batched scorer, not {scorer!r}")
     model.eval()
     soft = _soft_vectors(examples, soft_embedder, model.device)
     if scorer == "generate":

@@ -193,9 +193,11 @@ def cache_folder(root, key: dict) -> Path:
     return folder
 
 
-def entry_path(folder: Path, user: int) -> Path:
-    """The cache file of one user."""
-    return folder / f"user-{int(user)}.json"
+def entry_path(folder: Path, user) -> Path:
+    """The cache file of one user (or sample: an int or a string of letters, digits, '-' and '_')."""
+    if not re.fullmatch(r"[\w-]+", str(user)):
+        raise ValueError(f"summary key {user!r}: use an int or a string of letters, digits, '-' and '_'")
+    return folder / f"user-{user}.json"
 
 
 def read_entry(folder: Path, user: int, user_blocks: list, texts: list[str]) -> dict | None:
@@ -271,7 +273,7 @@ def summarize_users(model, tokenizer, histories: dict, describe: Describe, metho
         for user, result in results.items():
             bl, texts = pending[user]
             fallback = bool(result["fallback"])
-            entry = {"user": int(user), "method": method, "blocks": bl, "block_texts": texts,
+            entry = {"user": user if isinstance(user, str) else int(user), "method": method, "blocks": bl, "block_texts": texts,
                      "intermediate": result["intermediate"], "summary": result["summary"], "fallback": fallback}
             if folder is not None:
                 write_entry(folder, user, entry)

@@ -68,14 +68,17 @@ def leave_one_out(seqs: pd.DataFrame) -> pd.DataFrame:
 
 
 def training_windows(split: pd.DataFrame, history_len: int) -> pd.DataFrame:
-    """Every (last history_len items, next item) pair inside the training part only: the training samples."""
-    rows = [(u, train[max(0, t - history_len):t], train[t])
+    """Every (last history_len items, next item) pair inside the training part only: the training samples.
+
+    `position` is the target's index in the user's full sequence (its whole history is `seqs` items[:position]).
+    """
+    rows = [(u, train[max(0, t - history_len):t], train[t], t)
             for u, train in zip(split["user_id"], split["train"]) for t in range(1, len(train))]
-    return pd.DataFrame(rows, columns=["user_id", "history", "target"])
+    return pd.DataFrame(rows, columns=["user_id", "history", "target", "position"])
 
 
 def eval_examples(split: pd.DataFrame, which: str, history_len: int) -> pd.DataFrame:
-    """History (last history_len items before the target) and target for the valid or test step."""
+    """History (last history_len items before the target), target and its index in the full sequence (`position`)."""
     if which not in SPLITS:
         raise ValueError(f"which must be one of {SPLITS}, got {which!r}")
     if which == "valid":
@@ -83,7 +86,7 @@ def eval_examples(split: pd.DataFrame, which: str, history_len: int) -> pd.DataF
     else:
         hist = [t + [v] for t, v in zip(split["train"], split["valid"])]
     return pd.DataFrame({"user_id": split["user_id"].to_numpy(), "history": [h[-history_len:] for h in hist],
-                         "target": split[which].to_numpy()})
+                         "target": split[which].to_numpy(), "position": [len(h) for h in hist]})
 
 
 def draw_candidates(users, targets, seqs: pd.DataFrame, item_ids, n_negatives: int, seed: int, streams) -> list:

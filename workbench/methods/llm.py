@@ -123,13 +123,16 @@ class LLMRecommender(Recommender):
         self.adapter = out / "adapter"
         return log
 
+    def n_orders(self, scorer: str) -> int:
+        """Candidate orders each user is scored under: SCORE_ORDERS, one for generate-then-match."""
+        return 1 if scorer == "generate" else self.cfg["SCORE_ORDERS"]
+
     def rank(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
         """Likelihood ranking of the fixed evaluation prompts, each user's candidates listed in SCORE_ORDERS orders.
 
         scorer: batched | prefix | naive (likelihood, order-averaged) or generate (stored order only).
         """
-        orders = 1 if scorer == "generate" else self.cfg["SCORE_ORDERS"]
-        views = rank.order_views(view, orders, self.cfg["CANDIDATE_SEED"])
+        views = rank.order_views(view, self.n_orders(scorer), self.cfg["CANDIDATE_SEED"])
         examples = pd.concat([self.prompts(v).assign(candidates=v["candidates"].to_numpy()) for v in views],
                              ignore_index=True)
         self.last_prompts = prompt_lengths(self.tokenizer, examples["prompt"][:len(view)])
