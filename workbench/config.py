@@ -14,6 +14,7 @@ PROFILE_ENV = "WORKBENCH_PROFILE"
 DEFAULT_PROFILE = "cpu"
 AUGMENTS = ("none", "shuffle", "mask", "both")
 TRSR_HISTORIES = ("hierarchical", "recurrent", "full", "recent")
+TRSR_ARMS = TRSR_HISTORIES + ("pointwise",)
 
 
 class ConfigError(ValueError):
@@ -139,8 +140,9 @@ PARAMS: dict[str, Param] = {
     "SUMMARY_TOKENS": _p(64, "int", "LLM-TRSR: max_new_tokens of each summary generation", low=1),
     "SUMMARY_BATCH_SIZE": _p(16, "int", "LLM-TRSR: prompts per batched generation (does not change the summaries)",
                              low=1),
-    "TRSR_ARMS": _p(list(TRSR_HISTORIES), "list_str", "LLM-TRSR ablation arms (TRSR_HISTORY values)",
-                    choices=TRSR_HISTORIES),
+    "SUMMARY_SHOW_USERS": _p(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
+    "TRSR_ARMS": _p(list(TRSR_ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (listwise), and "
+                    "pointwise (hierarchical summary, pointwise scoring)", choices=TRSR_ARMS),
 }
 
 PROFILES: dict[str, dict] = {

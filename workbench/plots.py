@@ -107,3 +107,19 @@ def position_bias(tables: dict, n_candidates: int, title: str = "HR@1 by where t
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def token_lengths(lengths: dict, title: str = "Prompt tokens per user", limit: int | None = None):
+    """Overlaid histograms of prompt token counts, one per prompt variant; a dashed line marks `limit` if given."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    palette = sns.color_palette("colorblind", len(lengths))
+    top = max(max(v) for v in lengths.values())
+    bins = range(0, int(top) + 50, max(10, int(top) // 40))
+    for color, (name, values) in zip(palette, lengths.items()):
+        ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{name} (median {pd.Series(values).median():.0f})")
+    if limit:
+        ax.axvline(limit, color="0.3", linestyle="--", label=f"MAX_PROMPT_TOKENS = {limit}")
+    ax.set(xlabel="prompt tokens", ylabel="users", title=title)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig

@@ -4,7 +4,7 @@ A history (item ids, oldest first) loses its last `recent` items (the recommenda
 the rest is cut into blocks of `block_size` items aligned on the most recent item, so only the oldest block may be
 short; at most `max_blocks` blocks are kept, the most recent ones.
 - hierarchical: each block is summarised on its own, then the block summaries are merged into one
-  (len(blocks) + 1 generations per user);
+  (len(blocks) + 1 generations per user; one block is its own summary);
 - recurrent: summary_1 from block 1, summary_k from summary_{k-1} and block k (len(blocks) generations per user).
 Generation is greedy and batched across users: prompts left-padded with the pads masked (`generate` derives position
 ids from the attention mask; with RoPE a constant offset would not matter anyway), so a row's text does not depend on
@@ -40,7 +40,8 @@ MERGE = ("Here are summaries of this user's movie preferences over successive pe
 UPDATE = ("This summarises a user's movie preferences so far:\n{summary}\nThen the user watched:\n{items}\n"
           "Update the summary so that it describes the user's preferences now.")
 FALLBACK = "Recently watched: {items}"
-PROMPT_VERSION = hashlib.sha256("\x00".join([SYSTEM, BLOCK, MERGE, UPDATE, FALLBACK]).encode()).hexdigest()[:8]
+SCHEME = "2"  # 2: a single block is not merged
+PROMPT_VERSION = hashlib.sha256("\x00".join([SCHEME, SYSTEM, BLOCK, MERGE, UPDATE, FALLBACK]).encode()).hexdigest()[:8]
 
 Describe = Callable[[int], str]
 
@@ -136,16 +137,19 @@ def _filled(answer: str, block, describe: Describe, counts: dict) -> str:
 
 
 def hierarchical(generate, tokenizer, user_blocks: dict, describe: Describe, counts: dict) -> dict[int, dict]:
-    """Per user: block summaries (all users' blocks in one batched pass), then their merge (one more pass)."""
+    """Per user: block summaries (all users' blocks in one batched pass), then their merge (one more pass); a user
+    with a single block keeps its block summary (nothing to merge)."""
     jobs = [(u, k) for u, bl in user_blocks.items() for k in range(len(bl))]
     answers = generate([block_prompt(tokenizer, block_text(user_blocks[u][k], describe)) for u, k in jobs])
-    parts = {u: [] for u in user_blocks}
+    parts, raw = {u: [] for u in user_blocks}, {}
     for (u, k), answer in zip(jobs, answers):
         parts[u].append(_filled(answer, user_blocks[u][k], describe, counts))
-    users = list(user_blocks)
-    merged = generate([merge_prompt(tokenizer, parts[u]) for u in users])
-    return {u: {"intermediate": parts[u], "summary": _filled(m, user_blocks[u][-1], describe, counts),
-                "fallback": not m.strip()} for u, m in zip(users, merged)}
+        raw[u] = answer
+    merging = [u for u in user_blocks if len(parts[u]) > 1]
+    raw.update(zip(merging, generate([merge_prompt(tokenizer, parts[u]) for u in merging]) if merging else []))
+    return {u: {"intermediate": parts[u],
+                "summary": _filled(raw[u], user_blocks[u][-1], describe, counts) if u in merging else parts[u][0],
+                "fallback": not raw[u].strip()} for u in user_blocks}
 
 
 def recurrent(generate, tokenizer, user_blocks: dict, describe: Describe, counts: dict) -> dict[int, dict]:

@@ -99,7 +99,7 @@ def test_batched_generation_equals_one_at_a_time(tiny, describe):
 def test_summarisers_are_deterministic_and_batch_across_users(tiny, describe, calls, method):
     model, tok = tiny
     first = S.summarize_users(model, tok, HISTORIES, describe, method, use_cache=False, **OPTS)
-    per_user = {u: n_blocks(u) + (method == "hierarchical") for u in HISTORIES if HISTORIES[u]}
+    per_user = {u: n_blocks(u) + (method == "hierarchical" and n_blocks(u) > 1) for u in HISTORIES if HISTORIES[u]}
     assert first.report["prompts"] == sum(len(c) for c in calls) == sum(per_user.values())
     # one generate_batch call per phase, all users together: 2 (blocks, merges) or one per block index
     assert len(calls) == (2 if method == "hierarchical" else max(map(n_blocks, HISTORIES)))
@@ -144,7 +144,7 @@ def test_cache_resumes_recomputes_stale_or_corrupt_entries_and_is_keyed(tiny, de
     calls.clear()
     full = S.summarize_users(model, tok, HISTORIES, describe, "hierarchical", **run)
     assert full.report["cached"] == 2 and full.report["generated"] == 2
-    assert sum(map(len, calls)) == sum(n_blocks(u) + 1 for u in users[2:])
+    assert sum(map(len, calls)) == sum(n_blocks(u) + (n_blocks(u) > 1) for u in users[2:])
     entry = json.loads((folder / "user-4.json").read_text())
     assert entry["blocks"] == S.blocks(HISTORIES[4], 3, 3) and len(entry["intermediate"]) == n_blocks(4)
 
@@ -160,7 +160,7 @@ def test_cache_resumes_recomputes_stale_or_corrupt_entries_and_is_keyed(tiny, de
 
     calls.clear()  # another model (or method) never reads this cache
     other = S.summarize_users(model, tok, HISTORIES, describe, "hierarchical", **{**run, "model_name": "other"})
-    assert other.report["cached"] == 0 and sum(map(len, calls)) == sum(n_blocks(u) + 1 for u in users)
+    assert other.report["cached"] == 0 and sum(map(len, calls)) == sum(n_blocks(u) + (n_blocks(u) > 1) for u in users)
     assert len(list(tmp_path.iterdir())) == 2
 
     (folder / "key.json").write_text(json.dumps({"model": "something else"}))
@@ -190,3 +190,11 @@ def test_the_cache_needs_a_model_name(tiny, describe, tmp_path):
         S.summarize_users(model, tok, HISTORIES, describe, "recurrent", cache_dir=tmp_path, **opts)
     with pytest.raises(ValueError, match="method"):
         S.summarize_users(model, tok, HISTORIES, describe, "flat", cache_dir=tmp_path, **OPTS)
+
+
+def test_a_single_block_is_its_own_summary_without_a_merge(tiny, describe, calls):
+    model, tok = tiny
+    out = S.summarize_users(model, tok, {2: HISTORIES[2]}, describe, "hierarchical", use_cache=False, **OPTS)
+    assert out.report["prompts"] == 1 and len(calls) == 1
+    prompt = S.block_prompt(tok, S.block_text(HISTORIES[2], describe))
+    assert out[2] == S.generate_batch(model, tok, [prompt], OPTS["max_new_tokens"])[0] != ""

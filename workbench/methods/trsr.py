@@ -23,6 +23,13 @@ from .base import register
 from .llm import LLMRecommender, prompt_lengths
 
 
+def arm_changes(arm: str) -> dict:
+    """The parameters of one ablation arm: a TRSR_HISTORY value (listwise), or pointwise (hierarchical summary)."""
+    if arm == "pointwise":
+        return {"TRSR_HISTORY": "hierarchical", "TRSR_SCORING": "pointwise"}
+    return {"TRSR_HISTORY": arm, "TRSR_SCORING": "listwise"}
+
+
 def weights_digest(model) -> str:
     """A short digest of a model's parameter names, shapes, sums and dtype: keys caches to these exact weights."""
     digest = hashlib.sha256(str(model.dtype).encode())
@@ -47,7 +54,7 @@ class LLMTRSR(LLMRecommender):
         self.summarizer_name = f"{cfg['MODEL']}@{weights_digest(self.model)}"
         self.summary_texts: dict[str, str] = {}
         self.summary_counts: dict[str, int] = {}
-        self.summary_seconds = 0.0
+        self.summary_seconds = self.rank_summary_seconds = 0.0
 
     @property
     def pointwise(self) -> bool:
@@ -113,13 +120,32 @@ class LLMTRSR(LLMRecommender):
                                  self.catalog, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"], self.pointwise,
                                  train=epoch is not None, seed=self.cfg["SEED"], epoch=epoch or 0)
 
+    def prompt_tokens(self, view: pd.DataFrame) -> pd.DataFrame:
+        """Per row, listwise prompt tokens with the whole history listed (uncut), the recent items only, and (when
+        TRSR_HISTORY summarises) the summary + recent items; `history_items` is the whole history's length."""
+        histories = self.histories(view)
+        recent = [h[-self.cfg["RECENT_ITEMS"]:] if self.cfg["RECENT_ITEMS"] else [] for h in histories]
+        variants = {"whole history": (histories, [""] * len(view)), "recent items": (recent, [""] * len(view))}
+        if self.cfg["TRSR_HISTORY"] in S.METHODS:
+            variants["summary + recent"] = (recent, self.summaries(view, histories))
+        out = {"user_id": view["user_id"].to_numpy(), "history_items": [len(h) for h in histories]}
+        for name, (listed, summaries) in variants.items():
+            texts = [sp.listwise_prompt(self.tokenizer, s, items, c, self.describe, self.catalog.title)
+                     for s, items, c in zip(summaries, listed, view["candidates"])]
+            out[name] = prompt_lengths(self.tokenizer, texts)
+        return pd.DataFrame(out)
+
     def n_orders(self, scorer: str) -> int:
         """Candidate orders per user: one for pointwise prompts (each candidate is asked about alone)."""
         return 1 if self.pointwise else super().n_orders(scorer)
 
     def rank(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
-        """As every LLM method; pointwise prompts count the tokens of prefix + one candidate's question."""
+        """As every LLM method; pointwise prompts count the tokens of prefix + one candidate's question.
+
+        The time spent generating the view's summaries is kept apart (`rank_summary_seconds`)."""
+        before = self.summary_seconds
         ranks = super().rank(view, scorer)
+        self.rank_summary_seconds = self.summary_seconds - before
         if self.pointwise:
             examples = self.prompts(view)
             self.last_prompts = prompt_lengths(self.tokenizer, [p + q[0] for p, q in zip(examples["prompt"],
@@ -140,6 +166,7 @@ class LLMTRSR(LLMRecommender):
             generated = self.summary_counts.get("generated", 0)
             out["summaries"] = {**self.summary_counts, "summarizer": self.summarizer_name,
                                 "seconds": round(self.summary_seconds, 2),
+                                "seconds_while_ranking": round(self.rank_summary_seconds, 2),
                                 "seconds_per_generated": round(self.summary_seconds / generated, 3) if generated
                                 else None}
         return out
