@@ -90,8 +90,8 @@ PARAMS: dict[str, Param] = {
     "DROPOUT": _p(0.2, "float", "baselines: dropout", low=0, high=1, open_high=True),
     # LLM methods
     "MODEL": _p("smollm2-135m", "str", "smollm2-135m (offline) | tiny (smoke) | a Hugging Face causal LM name or path"),
-    "LLM_EVAL_USERS": _p(60, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
-    "LLM_TRAIN_SAMPLES": _p(96, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
+    "LLM_EVAL_USERS": _p(40, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
+    "LLM_TRAIN_SAMPLES": _p(48, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
                             low=0, optional=True),
     "LLM_EPOCHS": _p(1, "int", "passes over the SFT samples, each with its own augmentation draw", low=1),
     "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
@@ -117,15 +117,15 @@ PARAMS: dict[str, Param] = {
     "SFT_PACKING": _p("padded", "str", "SFT batches: padded (each example padded to the longest), padding_free "
                       "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
                       choices=("padded", "padding_free", "packed")),
-    "GEN_EVAL_USERS": _p(10, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
+    "GEN_EVAL_USERS": _p(6, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
     # MKV
     "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
     "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
     "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
     # ablations of every LLM method
     "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
-    "ABLATION_EVAL_USERS": _p(40, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
-    "ABLATION_TRAIN_SAMPLES": _p(48, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
+    "ABLATION_EVAL_USERS": _p(24, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
+    "ABLATION_TRAIN_SAMPLES": _p(24, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
                                  optional=True),
     # LLM-TRSR
     "TRSR_HISTORY": _p("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, or "
@@ -135,10 +135,10 @@ PARAMS: dict[str, Param] = {
                        "pointwise (one yes/no prompt per candidate, log P(yes); trained 1 positive : 1 negative)",
                        choices=("listwise", "pointwise")),
     "BLOCK_SIZE": _p(5, "int", "LLM-TRSR: items per summarised block", low=1),
-    "MAX_BLOCKS": _p(4, "int", "LLM-TRSR: most recent blocks summarised (older items are left out)", low=1),
+    "MAX_BLOCKS": _p(2, "int", "LLM-TRSR: most recent blocks summarised (older items are left out)", low=1),
     "RECENT_ITEMS": _p(5, "int", "LLM-TRSR: most recent items listed after the summary (not summarised)", low=0),
     "SUMMARY_TOKENS": _p(64, "int", "LLM-TRSR: max_new_tokens of each summary generation", low=1),
-    "SUMMARY_BATCH_SIZE": _p(16, "int", "LLM-TRSR: prompts per batched generation (does not change the summaries)",
+    "SUMMARY_BATCH_SIZE": _p(32, "int", "LLM-TRSR: prompts per batched generation (does not change the summaries)",
                              low=1),
     "SUMMARY_SHOW_USERS": _p(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
     "TRSR_ARMS": _p(list(TRSR_ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (listwise), and "
@@ -151,14 +151,14 @@ PROFILES: dict[str, dict] = {
               "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
               "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
               "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
-    # `make run` on 2 CPU cores: all notebooks in about 35 minutes
+    # `make run` on 2 CPU cores: every notebook within 45 minutes (LLMs on small nested subsets)
     "cpu": {},
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
     # from the engine's speed-ups until measured there: docs/design.md, "The LLM engine")
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 10000},
+            "ABLATION_TRAIN_SAMPLES": 10000, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256, "MAX_PROMPT_TOKENS": 1536},
 }
 
 

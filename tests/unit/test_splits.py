@@ -251,3 +251,10 @@ def test_cli_prepare_says_written_or_reused(capsys):
     assert main(args) == 0
     assert "candidates reused from" in capsys.readouterr().out
     assert main(["prepare", "--data-path", str(FIXTURES / "ml-100k"), "--n-negatives", "0"]) == 2
+
+
+def test_smaller_seeded_subsets_lie_inside_larger_ones():
+    ids = list(range(1000, 1943))
+    assert set(S.select_users(ids, 24, 3)) <= set(S.select_users(ids, 40, 3)) <= set(S.select_users(ids, 60, 3))
+    small, large = S.seeded_subset(97_000, 24, 0), S.seeded_subset(97_000, 48, 0)
+    assert set(small) <= set(large) and len(set(large)) == 48 and list(large) == sorted(large)

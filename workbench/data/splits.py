@@ -249,9 +249,15 @@ def check_candidates(cands: pd.DataFrame, split: pd.DataFrame, which: str, folde
                             f"(N_NEGATIVES={n_negatives}): {todo}")
 
 
+def seeded_subset(n_total: int, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of a seeded subset of n of n_total: the first n of one seeded permutation, so a smaller subset
+    is always inside a larger one with the same seed (ablation users are among the main run's users)."""
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n])
+
+
 def select_users(user_ids, max_users: int | None, seed: int = 0) -> np.ndarray:
-    """A seeded subset of at most max_users user ids (all of them, sorted, when max_users is None)."""
+    """A seeded subset of at most max_users user ids (all of them, sorted, when max_users is None); nested in n."""
     ids = np.sort(np.asarray(list(user_ids)))
     if max_users is None or max_users >= len(ids):
         return ids
-    return np.sort(np.random.default_rng(seed).choice(ids, size=max_users, replace=False))
+    return ids[seeded_subset(len(ids), max_users, seed)]

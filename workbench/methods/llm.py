@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import rank, runtime
-from ..data.splits import select_users, training_candidates
+from ..data.splits import seeded_subset, select_users, training_candidates
 from ..models.llm import load_llm, set_attention
 from ..train import checkpoint_dir, train_sft
 from .base import Recommender
@@ -32,10 +32,11 @@ def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFr
 
 
 def training_subset(protocol, n_samples: int | None, n_negatives: int, seed: int) -> pd.DataFrame:
-    """A seeded subset of training windows, each with its own candidate list (part of the data, not the training seed)."""
+    """A seeded subset of training windows (nested in n_samples), each with its own candidate list (part of the data,
+    not the training seed)."""
     windows = protocol.train
     if n_samples is not None and n_samples < len(windows):
-        windows = windows.loc[np.sort(np.random.default_rng(seed).choice(len(windows), n_samples, replace=False))]
+        windows = windows.iloc[seeded_subset(len(windows), n_samples, seed)]
     return training_candidates(windows, protocol.seqs, protocol.data.items["item_id"], n_negatives, seed)
 
 
