@@ -84,3 +84,19 @@ def test_ablation_saved_one_run_per_arm_and_seed(smoke):
     assert len(ids) == len(cfg["ABLATION_ARMS"]) * len(cfg["ABLATION_SEEDS"])
     summary = [p for p in results_dir().glob("mkv-ablation-smoke-*.csv")]
     assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["ABLATION_ARMS"])
+
+
+def test_trsr_run_is_on_the_mkv_users_and_its_ablation_on_a_subset_of_them(smoke):
+    cfg, protocol = smoke
+    trsr, mkv = _run("trsr", cfg, protocol), _run("mkv", cfg, protocol)
+    assert set(trsr.ranks["user_id"]) == set(mkv.ranks["user_id"])
+    assert trsr.record["summaries"]["users"] > 0 and trsr.record["history_items"]["max"] > 0
+    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
+                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
+    from workbench.methods.trsr import arm_changes
+    for arm in cfg["TRSR_ARMS"]:
+        run = _run("trsr", config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
+                   f"trsr-{arm}")
+        assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(trsr.ranks["user_id"])
+    summary = [p for p in results_dir().glob("trsr-ablation-smoke-*.csv")]
+    assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["TRSR_ARMS"])
