@@ -193,3 +193,12 @@ def test_the_method_trains_and_ranks_every_variant_on_the_smoke_profile(smoke, c
     assert ("summaries" in run.extra) == summarised
     assert run.extra["sft_samples"] == 8 * (2 if cfg["TRSR_SCORING"] == "pointwise" else 1)
     assert ("generate_then_match" in run.extra) == (cfg["TRSR_SCORING"] == "listwise")
+
+
+def test_text_rich_items_are_described_by_title_and_text():
+    data = load_dataset("mind", FIXTURES / "mind")
+    catalog = kv.Catalog(data.users, data.items)
+    row = data.items.iloc[0]
+    line = sp.describe_item(catalog)(int(row["item_id"]))
+    assert line.startswith(str(row["title"]) + ": ") and len(line) <= len(str(row["title"])) + 2 + sp.TEXT_CHARS + 3
+    assert line[len(str(row["title"])) + 2:].rstrip(".") in str(row["text"])
