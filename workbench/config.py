@@ -124,8 +124,8 @@ PARAMS: dict[str, Param] = {
     "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
     # ablations of every LLM method
     "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
-    "ABLATION_EVAL_USERS": _p(24, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
-    "ABLATION_TRAIN_SAMPLES": _p(24, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
+    "ABLATION_EVAL_USERS": _p(20, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
+    "ABLATION_TRAIN_SAMPLES": _p(16, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
                                  optional=True),
     # LLM-TRSR
     "TRSR_HISTORY": _p("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, or "
