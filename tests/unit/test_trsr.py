@@ -201,4 +201,13 @@ def test_text_rich_items_are_described_by_title_and_text():
     row = data.items.iloc[0]
     line = sp.describe_item(catalog)(int(row["item_id"]))
     assert line.startswith(str(row["title"]) + ": ") and len(line) <= len(str(row["title"])) + 2 + sp.TEXT_CHARS + 3
-    assert line[len(str(row["title"])) + 2:].rstrip(".") in str(row["text"])
+    assert line[len(str(row["title"])) + 2:].rstrip(".") in str(row["text"]) and line.count(str(row["title"])) == 1
+
+
+def test_the_method_runs_on_text_rich_data():
+    cfg = config.resolve("smoke", DATASET="mind", DATA_PATH=str(FIXTURES / "mind"), N_NEGATIVES=2,
+                         LLM_TRAIN_SAMPLES=4, GEN_EVAL_USERS=0, BLOCK_SIZE=2, RECENT_ITEMS=1)
+    protocol = load_protocol(cfg)
+    run = run_method("trsr", cfg, protocol)
+    assert len(run.ranks) == len(protocol.test) > 0 and run.ranks["rank"].between(1, 3).all()
+    assert run.extra["summaries"]["generated"] > 0 and np.isfinite(run.log["loss"]).all()

@@ -31,7 +31,8 @@ def describe_item(catalog: Catalog, text_chars: int = TEXT_CHARS):
         title = str(row["title"])
         text = str(row.get("text") or "").strip()
         if text and text != title:
-            body = text[len(title):].lstrip(" .:-\n") if text.startswith(title) else text
+            lead = next((x for x in (f"title: {title}", title) if text.startswith(x)), "")  # the title said once
+            body = text[len(lead):].lstrip(" .:;-\n")
             return f"{title}: {body[:text_chars].rstrip()}{'...' if len(body) > text_chars else ''}" if body else title
         extras = [str(row[k]) for k in ("year",) if row.get(k) not in (None, "") and not pd.isna(row.get(k))]
         genres = row.get("genres")
