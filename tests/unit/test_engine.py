@@ -1,5 +1,4 @@
 """The batched ranking engine equals the per-candidate reference (tiny and real model, fp32 CPU); order averaging."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,19 +6,11 @@ import pytest
 import torch
 
 from workbench import engine, rank, softtokens as st
-from workbench.data import load_dataset
 from workbench.models.llm import ModelError, load_llm, set_attention
 from workbench.prompts import keyvalue as kv
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HISTORIES = {1: [1, 2, 3, 4, 5, 6, 7], 2: [8], 3: [9, 10, 11, 12]}  # prompts of different lengths in one batch
 CANDIDATES = {1: [1, 5, 9, 12, 3], 2: [2, 4, 6, 8, 10], 3: [11, 7, 5, 3, 1]}
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
-    return kv.Catalog(data.users, data.items)
 
 
 def _texts(catalog):

@@ -1,5 +1,4 @@
 """Soft tokens on the tiny model: one `splice` code path for prefix-shared / naive scoring, generation and training."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,19 +6,11 @@ import pytest
 import torch
 
 from workbench import config, rank, softtokens as st, train
-from workbench.data import load_dataset
 from workbench.models.llm import load_llm
 from workbench.prompts import keyvalue as kv
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HIDDEN = 64  # the tiny model's width
 TITLES = [1, 2, 3, 4, 5, 6]
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
-    return kv.Catalog(data.users, data.items)
 
 
 def _tiny(catalog):

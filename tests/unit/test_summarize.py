@@ -1,25 +1,16 @@
 """LLM-TRSR summarisers on the tiny model: blocks, batched greedy generation, both methods, the per-user cache."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from workbench import rank
 from workbench import summarize as S
-from workbench.data import load_dataset
 from workbench.models.llm import load_llm
 from workbench.prompts import keyvalue as kv
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 HISTORIES = {1: list(range(1, 13)), 2: [3, 4, 5], 3: [], 4: [2, 7, 9, 11, 1, 5, 6], 5: [8, 12, 10, 1, 2, 3, 4, 6, 9]}
 OPTS = dict(block_size=3, max_blocks=3, max_new_tokens=6, model_name="tiny-noised", progress=False)
-
-
-@pytest.fixture(scope="module")
-def catalog():
-    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
-    return kv.Catalog(data.users, data.items)
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,6 @@ SUMMARIES = ["Likes comedies.", "", "Prefers old dramas and westerns."]
 
 
 @pytest.fixture(scope="module")
-def catalog():
-    data = load_dataset("ml-100k", FIXTURES / "ml-100k")
-    return kv.Catalog(data.users, data.items)
-
-
-@pytest.fixture(scope="module")
 def tiny(catalog):
     torch.set_num_threads(1)
     texts = [catalog.title(i) for i in catalog.items] + [sp.POINTWISE_SYSTEM, sp.POINTWISE_QUESTION, "yes no"] * 3

@@ -136,7 +136,9 @@ class LLMRecommender(Recommender):
         views = rank.order_views(view, self.n_orders(scorer), self.cfg["CANDIDATE_SEED"])
         examples = pd.concat([self.prompts(v).assign(candidates=v["candidates"].to_numpy()) for v in views],
                              ignore_index=True)
-        self.last_prompts = prompt_lengths(self.tokenizer, examples["prompt"][:len(view)])
+        first = examples.head(len(view))  # the stored order; a pointwise row is counted with its first question
+        texts = first["prompt"] + first["questions"].str[0] if "questions" in first else first["prompt"]
+        self.last_prompts = prompt_lengths(self.tokenizer, texts)
         ranks = rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
                                    reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"])
         if scorer != "generate":
@@ -151,7 +153,8 @@ class LLMRecommender(Recommender):
         start = time.time()
         ranks = self.rank(view.head(n), scorer="generate")
         return {"users": len(ranks), "seconds": round(time.time() - start, 2),
-                "valid_ratio": float(ranks["valid"].mean()), "hr1": float((ranks["rank"] == 1).mean()), "answers": ranks["answer"].head(5).tolist()}
+                "valid_ratio": float(ranks["valid"].mean()), "hr1": float((ranks["rank"] == 1).mean()),
+                "answers": ranks["answer"].head(5).tolist()}
 
     def report(self, view: pd.DataFrame) -> dict:
         """Model, users, prompt lengths, SFT size, and generate-then-match beside likelihood ranking."""

@@ -76,20 +76,23 @@ class LLMTRSR(LLMRecommender):
         """Each row's whole history: the user's items before the target (`position`)."""
         if "position" not in view:
             raise ValueError("LLM-TRSR needs the view's `position` column (the target's index in the user's sequence)")
-        out = [self.sequences[int(u)][:int(p)] for u, p in zip(view["user_id"], view["position"])]
+        out = []
         for u, p, t in zip(view["user_id"], view["position"], view["target"]):
             seq = self.sequences[int(u)]
             if int(p) >= len(seq) or seq[int(p)] != int(t):
                 raise ValueError(f"user {u}: item {p} of the sequence is not the target {t}: the view does not come "
                                  f"from this protocol")
+            out.append(seq[:int(p)])
         return out
 
-    def listed(self, history: list[int]) -> list[int]:
-        """The items written out in the prompt: every item (full) or the RECENT_ITEMS most recent."""
-        if self.cfg["TRSR_HISTORY"] == "full":
-            return list(history)
+    def recent(self, history: list[int]) -> list[int]:
+        """The RECENT_ITEMS most recent items."""
         k = self.cfg["RECENT_ITEMS"]
         return list(history[-k:]) if k else []
+
+    def listed(self, history: list[int]) -> list[int]:
+        """The items written out in the prompt: every item (full) or the recent ones."""
+        return list(history) if self.cfg["TRSR_HISTORY"] == "full" else self.recent(history)
 
     def summaries(self, view: pd.DataFrame, histories: list[list[int]]) -> list[str]:
         """Each row's preference summary by the base LLM (LoRA disabled), generated once per (user, position)."""
@@ -124,7 +127,7 @@ class LLMTRSR(LLMRecommender):
         """Per row, listwise prompt tokens with the whole history listed (uncut), the recent items only, and (when
         TRSR_HISTORY summarises) the summary + recent items; `history_items` is the whole history's length."""
         histories = self.histories(view)
-        recent = [h[-self.cfg["RECENT_ITEMS"]:] if self.cfg["RECENT_ITEMS"] else [] for h in histories]
+        recent = [self.recent(h) for h in histories]
         variants = {"whole history": (histories, [""] * len(view)), "recent items": (recent, [""] * len(view))}
         if self.cfg["TRSR_HISTORY"] in S.METHODS:
             variants["summary + recent"] = (recent, self.summaries(view, histories))
@@ -140,16 +143,10 @@ class LLMTRSR(LLMRecommender):
         return 1 if self.pointwise else super().n_orders(scorer)
 
     def rank(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
-        """As every LLM method; pointwise prompts count the tokens of prefix + one candidate's question.
-
-        The time spent generating the view's summaries is kept apart (`rank_summary_seconds`)."""
+        """As every LLM method; the time spent generating the view's summaries is kept apart (`rank_summary_seconds`)."""
         before = self.summary_seconds
         ranks = super().rank(view, scorer)
         self.rank_summary_seconds = self.summary_seconds - before
-        if self.pointwise:
-            examples = self.prompts(view)
-            self.last_prompts = prompt_lengths(self.tokenizer, [p + q[0] for p, q in zip(examples["prompt"],
-                                                                                          examples["questions"])])
         return ranks
 
     def generate_then_match(self, view: pd.DataFrame) -> dict:

@@ -34,7 +34,8 @@ def describe_item(catalog: Catalog, text_chars: int = TEXT_CHARS):
             lead = next((x for x in (f"title: {title}", title) if text.startswith(x)), "")  # the title said once
             body = text[len(lead):].lstrip(" .:;-\n")
             return f"{title}: {body[:text_chars].rstrip()}{'...' if len(body) > text_chars else ''}" if body else title
-        extras = [str(row[k]) for k in ("year",) if row.get(k) not in (None, "") and not pd.isna(row.get(k))]
+        year = row.get("year")
+        extras = [str(year)] if pd.notna(year) and str(year) else []
         genres = row.get("genres")
         if genres is not None and len(genres):
             extras.append(", ".join(map(str, genres)))
