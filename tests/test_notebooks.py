@@ -100,3 +100,21 @@ def test_trsr_run_is_on_the_mkv_users_and_its_ablation_on_a_subset_of_them(smoke
         assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(trsr.ranks["user_id"])
     summary = [p for p in results_dir().glob("trsr-ablation-smoke-*.csv")]
     assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["TRSR_ARMS"])
+
+
+def test_rsllm_reads_the_saved_sasrec_table_and_its_ablation_covers_every_arm(smoke):
+    cfg, protocol = smoke
+    rsllm, mkv, sasrec = _run("rsllm", cfg, protocol), _run("mkv", cfg, protocol), _run("sasrec", cfg, protocol)
+    assert set(rsllm.ranks["user_id"]) == set(mkv.ranks["user_id"])
+    assert rsllm.record["id_embeddings"]["source"] == sasrec.folder.name
+    log = pd.DataFrame(rsllm.record["training_log"])
+    assert set(log["stage"]) == {1, 2} and log[["loss_lm", "loss_user_nce", "loss_item_nce"]].dropna().size > 0
+    from workbench.methods.rsllm import arm_changes
+    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
+                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
+    for arm in cfg["RSLLM_ARMS"]:
+        run = _run("rsllm", config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
+                   f"rsllm-{arm}")
+        assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(rsllm.ranks["user_id"])
+    summary = [p for p in results_dir().glob("rsllm-ablation-smoke-*.csv")]
+    assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["RSLLM_ARMS"])

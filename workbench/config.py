@@ -15,6 +15,7 @@ DEFAULT_PROFILE = "cpu"
 AUGMENTS = ("none", "shuffle", "mask", "both")
 TRSR_HISTORIES = ("hierarchical", "recurrent", "full", "recent")
 TRSR_ARMS = TRSR_HISTORIES + ("pointwise",)
+RSLLM_ARMS = ("text", "id", "unified_1stage", "unified_2stage", "no_user_nce", "no_item_nce")
 
 
 class ConfigError(ValueError):
@@ -90,8 +91,8 @@ PARAMS: dict[str, Param] = {
     "DROPOUT": _p(0.2, "float", "baselines: dropout", low=0, high=1, open_high=True),
     # LLM methods
     "MODEL": _p("smollm2-135m", "str", "smollm2-135m (offline) | tiny (smoke) | a Hugging Face causal LM name or path"),
-    "LLM_EVAL_USERS": _p(40, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
-    "LLM_TRAIN_SAMPLES": _p(48, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
+    "LLM_EVAL_USERS": _p(32, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
+    "LLM_TRAIN_SAMPLES": _p(32, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
                             low=0, optional=True),
     "LLM_EPOCHS": _p(1, "int", "passes over the SFT samples, each with its own augmentation draw", low=1),
     "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
@@ -107,7 +108,7 @@ PARAMS: dict[str, Param] = {
     "MAX_COMPLETION_TOKENS": _p(32, "int", "longest answer trained on", low=1),
     "SCORE_REDUCE": _p("sum", "str", "candidate log-likelihood over the title's tokens: sum or mean",
                        choices=("sum", "mean")),
-    "SCORE_ORDERS": _p(2, "int", "candidate orders each user is scored under, scores averaged (1 = as stored; 2 adds "
+    "SCORE_ORDERS": _p(1, "int", "candidate orders each user is scored under, scores averaged (1 = as stored; 2 adds "
                         "the reverse; more add seeded shuffles): cancels the LLM's position bias", low=1),
     "RANK_BATCH_SIZE": _p(None, "int", "sequences (user x order) per forward pass when ranking; None = from free "
                           "memory", low=1, optional=True),
@@ -117,15 +118,15 @@ PARAMS: dict[str, Param] = {
     "SFT_PACKING": _p("padded", "str", "SFT batches: padded (each example padded to the longest), padding_free "
                       "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
                       choices=("padded", "padding_free", "packed")),
-    "GEN_EVAL_USERS": _p(6, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
+    "GEN_EVAL_USERS": _p(4, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
     # MKV
     "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
     "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
     "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
     # ablations of every LLM method
     "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
-    "ABLATION_EVAL_USERS": _p(20, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
-    "ABLATION_TRAIN_SAMPLES": _p(16, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
+    "ABLATION_EVAL_USERS": _p(16, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
+    "ABLATION_TRAIN_SAMPLES": _p(8, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
                                  optional=True),
     # LLM-TRSR
     "TRSR_HISTORY": _p("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, or "
@@ -143,6 +144,23 @@ PARAMS: dict[str, Param] = {
     "SUMMARY_SHOW_USERS": _p(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
     "TRSR_ARMS": _p(list(TRSR_ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (listwise), and "
                     "pointwise (hierarchical summary, pointwise scoring)", choices=TRSR_ARMS),
+    # RSLLM
+    "RSLLM_PROMPT": _p("unified", "str", "RSLLM: items in the prompt as their title (text), their projected SASRec ID "
+                       "embedding as a soft token (id), or both (unified)", choices=("text", "id", "unified")),
+    "RSLLM_STAGES": _p(2, "int", "RSLLM: 2 = text-only SFT first, then RSLLM_PROMPT prompts continuing the adapter; "
+                       "1 = RSLLM_PROMPT prompts only", low=1, high=2),
+    "LAMBDA_USER": _p(0.1, "float", "RSLLM: weight of InfoNCE(prompt's last hidden state, target's ID embedding)",
+                      low=0),
+    "LAMBDA_ITEM": _p(0.1, "float", "RSLLM: weight of InfoNCE(title's hidden states, item's ID embedding)", low=0),
+    "NCE_TEMPERATURE": _p(0.1, "float", "RSLLM: InfoNCE temperature", low=0.001, high=10),
+    "ALIGN_ITEMS": _p(32, "int", "RSLLM: items per batch in the ID-text InfoNCE term (a seeded sample)", low=2),
+    "ID_EMBEDDINGS": _p("frozen", "str", "RSLLM: the SASRec item table frozen, or tuned with the projector",
+                        choices=("frozen", "tuned")),
+    "ID_MODEL_SEED": _p(0, "int", "RSLLM: training seed of the saved SASRec run (notebook 02) whose item table is read",
+                        low=0),
+    "RSLLM_ARMS": _p(list(RSLLM_ARMS), "list_str", "RSLLM ablation arms: text, id, unified_1stage, unified_2stage "
+                     "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term)",
+                     choices=RSLLM_ARMS),
 }
 
 PROFILES: dict[str, dict] = {
@@ -150,7 +168,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1, "N_BOOTSTRAP": 100,
               "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
               "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
-              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8},
+              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2},
     # `make run` on 2 CPU cores: every notebook within 45 minutes (LLMs on small nested subsets)
     "cpu": {},
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
@@ -158,7 +176,7 @@ PROFILES: dict[str, dict] = {
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 10000, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256, "MAX_PROMPT_TOKENS": 1536},
+            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256, "MAX_PROMPT_TOKENS": 1536},
 }
 
 

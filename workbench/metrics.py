@@ -105,3 +105,28 @@ def paired_against(ranks_by_method: dict, reference: str, n_boot: int = 1000, se
     """Paired bootstrap of every method against `reference`; all rank arrays must hold the same users in one order."""
     return pd.concat({f"{name} - {reference}": paired_bootstrap(r, ranks_by_method[reference], n_boot, seed)
                       for name, r in ranks_by_method.items() if name != reference})
+
+
+def by_group(ranks_by_method: dict, groups, metric: str = "NDCG@10") -> pd.DataFrame:
+    """Mean per-user `metric` of each method within each group of users (rank arrays and `groups` aligned by user):
+    long table (group, method, mean, users), groups in their categorical order."""
+    groups = pd.Series(pd.Categorical(groups) if not isinstance(groups, pd.Categorical) else groups)
+    lengths = {name: len(r) for name, r in ranks_by_method.items()}
+    if any(n != len(groups) for n in lengths.values()):
+        raise ValueError(f"{len(groups)} group labels but ranks of {lengths} users: align them by user")
+    frames = []
+    for name, r in ranks_by_method.items():
+        values = per_user_metrics(np.asarray(r))[metric].to_numpy()
+        stats = pd.DataFrame({"group": groups, "value": values}).groupby("group", observed=False)["value"]
+        frames.append(pd.DataFrame({"group": stats.mean().index, "method": name, "mean": stats.mean().to_numpy(),
+                                    "users": stats.size().to_numpy()}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def quantile_groups(values, q: int = 3, unit: str = "") -> pd.Categorical:
+    """Values cut at their quantiles into at most q ordered groups labelled by range ('12-40 items')."""
+    values = pd.Series(np.asarray(values))
+    codes, edges = pd.qcut(values, q, labels=False, retbins=True, duplicates="drop")
+    low = [int(np.floor(edges[0]))] + [int(np.floor(e)) + 1 for e in edges[1:-1]]
+    labels = [f"{a}-{int(np.floor(b))}{' ' + unit if unit else ''}" for a, b in zip(low, edges[1:])]
+    return pd.Categorical.from_codes(codes.to_numpy().astype(int), labels, ordered=True)

@@ -123,3 +123,50 @@ def token_lengths(lengths: dict, title: str = "Prompt tokens per user", limit: i
     ax.legend(frameon=False)
     fig.tight_layout()
     return fig
+
+
+def loss_terms(history: pd.DataFrame, title: str = "SFT loss by term"):
+    """The logged loss and each separately logged term (`loss_*` columns) per step; a dashed line where a new
+    training stage starts (`stage` column)."""
+    terms = [c for c in history.columns if c.startswith("loss_")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    axes[0].plot(history["step"], history["loss"], marker=".", label="total (optimised)")
+    if "loss_lm" in history:
+        axes[0].plot(history["step"], history["loss_lm"], marker=".", label="LM (completion tokens)")
+    for term in (t for t in terms if t != "loss_lm"):
+        axes[1].plot(history["step"], history[term], marker=".", label=term.removeprefix("loss_").replace("_", " "))
+    if "stage" in history and history["stage"].nunique() > 1:
+        first = history.loc[history["stage"] == history["stage"].max(), "step"].min()
+        for ax in axes:
+            ax.axvline(first - 0.5, color="0.4", linestyle="--", label=f"stage {history['stage'].max()} starts")
+    axes[0].set(xlabel="optimisation step", ylabel="cross-entropy", title="LM loss")
+    axes[1].set(xlabel="optimisation step", ylabel="InfoNCE", title="contrastive terms (unweighted)")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str = ""):
+    """Mean metric per user group, one panel per grouping and one bar per method, user counts under the groups;
+    from {grouping name: metrics.by_group output}."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.8), sharey=True, squeeze=False)
+    for ax, (grouping, frame) in zip(axes[0], tables.items()):
+        groups = list(dict.fromkeys(frame["group"]))
+        methods = list(dict.fromkeys(frame["method"]))
+        width = 0.8 / len(methods)
+        for i, method in enumerate(methods):
+            rows = frame[frame["method"] == method].set_index("group").reindex(groups)
+            ax.bar([j + (i - (len(methods) - 1) / 2) * width for j in range(len(groups))], rows["mean"], width,
+                   label=method, color=sns.color_palette("colorblind", len(methods))[i])
+        users = frame.drop_duplicates("group").set_index("group")["users"].reindex(groups)
+        ax.set_xticks(range(len(groups)), [f"{g}\n({n} users)" for g, n in zip(groups, users)])
+        ax.set(xlabel=grouping, ylabel=f"{metric} (mean over users)", ylim=(0, 1))
+    axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title)
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
+    fig.tight_layout()
+    return fig

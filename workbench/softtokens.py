@@ -66,17 +66,21 @@ def check_soft_ids(examples) -> None:
 
 
 class SoftIdsCollator:
-    """Wraps a collator: each row's `soft_ids`, padded with PAD_ID, go beside its batch as a (batch, k) LongTensor."""
+    """Wraps a collator: each row's `soft_ids`, padded with PAD_ID, go beside its batch as a (batch, k) LongTensor,
+    and each `extra` integer column (e.g. target_id) as a (batch,) LongTensor."""
 
-    def __init__(self, collator):
-        self.collator = collator
+    def __init__(self, collator, extra: tuple[str, ...] = ()):
+        self.collator, self.extra = collator, tuple(extra)
 
     def __call__(self, examples: list[dict]) -> dict:
+        own = ("soft_ids", *self.extra)
         ids = [list(e["soft_ids"]) for e in examples]
-        batch = self.collator([{k: v for k, v in e.items() if k != "soft_ids"} for e in examples])
+        batch = self.collator([{k: v for k, v in e.items() if k not in own} for e in examples])
         width = max(map(len, ids), default=0)
         padded = [row + [PAD_ID] * (width - len(row)) for row in ids]
         batch["soft_ids"] = torch.tensor(padded, dtype=torch.long).reshape(len(ids), width)
+        for column in self.extra:
+            batch[column] = torch.tensor([int(e[column]) for e in examples], dtype=torch.long)
         return batch
 
 

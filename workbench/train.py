@@ -8,12 +8,14 @@ collation, splices the embedder's vectors into the prompt embeddings and trains 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -40,25 +42,41 @@ class StopOnNanLoss(TrainerCallback):
                                f"(now {args.learning_rate}) or check the data; checkpoints so far are kept")
 
 
-class SoftTokenSFTTrainer(SFTTrainer):
+class AdapterSFTTrainer(SFTTrainer):
+    """SFTTrainer whose checkpoints hold the LoRA adapter alone, never the (unchanged) embedding matrices."""
+
+    def _save(self, output_dir=None, state_dict=None):
+        with without_embedding_layers(self.model):
+            super()._save(output_dir, state_dict)
+
+
+class SoftTokenSFTTrainer(AdapterSFTTrainer):
     """SFTTrainer for rows with `soft_ids`: their vectors replace the prompt's placeholders, and the embedder is trained
-    with the adapter (a submodule of the PEFT model: optimised, clipped, moved with it) and checkpointed beside it."""
+    with the adapter (a submodule of the PEFT model: optimised, clipped, moved with it) and checkpointed beside it.
+
+    `row_columns`: the per-row columns kept through TRL's tokenisation and collation (subclasses add their own).
+    """
+    row_columns: tuple[str, ...] = ("soft_ids",)
 
     def __init__(self, *args, soft_embedder, **kwargs):
         super().__init__(*args, **kwargs)
         self.model.soft_embedder = soft_embedder.to(self.args.device)
-        self.data_collator = st.SoftIdsCollator(self.data_collator)
+        self.data_collator = st.SoftIdsCollator(self.data_collator, extra=self.row_columns[1:])
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if "soft_ids" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "soft_ids"]  # kept by remove_unused_columns
+        missing = [c for c in self.row_columns if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *missing]  # kept by remove_unused_columns
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def model_inputs(self, inputs: dict) -> dict:
+        """The batch as the model takes it: placeholders spliced into `inputs_embeds`, the row columns removed."""
         vectors = self.model.soft_embedder(st.unpad(inputs["soft_ids"]))
         embeds = st.splice(self.model, inputs["input_ids"], vectors)
-        inputs = {**{k: v for k, v in inputs.items() if k not in ("input_ids", "soft_ids")}, "inputs_embeds": embeds}
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        drop = ("input_ids", *self.row_columns)
+        return {**{k: v for k, v in inputs.items() if k not in drop}, "inputs_embeds": embeds}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, self.model_inputs(inputs), return_outputs, num_items_in_batch)
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)
@@ -68,6 +86,27 @@ class SoftTokenSFTTrainer(SFTTrainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         st.load_embedder(self.model.soft_embedder, resume_from_checkpoint)
+
+
+@contextmanager
+def without_embedding_layers(model):
+    """Save a PEFT model's adapter alone.  PEFT adds the whole embedding matrices when the vocabulary grew (the soft
+    token: 230 MB per checkpoint for SmolLM2) or LoRA targets them; LoRA leaves them as loaded, and the soft token's
+    row is re-created identically by add_soft_token (and its input always replaced)."""
+    if not is_peft(model):
+        yield
+        return
+    model.save_pretrained = functools.partial(model.save_pretrained, save_embedding_layers=False)
+    try:
+        yield
+    finally:
+        del model.save_pretrained  # the class's method again
+
+
+def is_peft(model) -> bool:
+    """Whether the model already carries a PEFT adapter."""
+    from peft import PeftModel
+    return isinstance(model, PeftModel)
 
 
 def lora_config(cfg: dict):
@@ -126,21 +165,25 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
 
 
 def loss_history(trainer) -> pd.DataFrame:
-    """The logged training loss per step (the loss curve)."""
-    rows = [{"step": r["step"], "loss": r["loss"], "learning_rate": r.get("learning_rate")}
-            for r in trainer.state.log_history if "loss" in r]
-    return pd.DataFrame(rows, columns=["step", "loss", "learning_rate"])
+    """The logged training loss per step (the loss curve), with any separately logged terms (`loss_*` columns)."""
+    rows = [{"step": r["step"], "loss": r["loss"], "learning_rate": r.get("learning_rate"),
+             **{k: v for k, v in r.items() if k.startswith("loss_")}} for r in trainer.state.log_history if "loss" in r]
+    terms = sorted({k for r in rows for k in r if k.startswith("loss_")})
+    return pd.DataFrame(rows, columns=["step", "loss", "learning_rate", *terms])
 
 
 def _trainer_setup(examples: pd.DataFrame, trainer_cls, soft_embedder) -> tuple:
     """The dataset columns, trainer class and extra trainer arguments, with or without soft tokens."""
     if soft_embedder is None:
-        return ["prompt", "completion"], trainer_cls or SFTTrainer, {}
+        return ["prompt", "completion"], trainer_cls or AdapterSFTTrainer, {}
     st.check_soft_ids(examples)
     trainer_cls = trainer_cls or SoftTokenSFTTrainer
     if not issubclass(trainer_cls, SoftTokenSFTTrainer):
         raise TypeError(f"{trainer_cls.__name__} cannot train soft tokens: subclass train.SoftTokenSFTTrainer instead")
-    return ["prompt", "completion", "soft_ids"], trainer_cls, {"soft_embedder": soft_embedder}
+    missing = [c for c in trainer_cls.row_columns if c not in examples]
+    if missing:
+        raise ValueError(f"{trainer_cls.__name__} needs the column(s) {', '.join(missing)} in the SFT rows")
+    return ["prompt", "completion", *trainer_cls.row_columns], trainer_cls, {"soft_embedder": soft_embedder}
 
 
 def check_lengths(tokenizer, examples: pd.DataFrame, max_length: int) -> None:
@@ -160,7 +203,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
 
     An earlier interrupted run in `output_dir` is resumed from its last complete checkpoint; the final adapter is
-    written to output_dir/adapter atomically.  With a `soft_embedder` (ids -> (n, hidden) vectors) the rows' `soft_ids`
+    written to output_dir/adapter atomically.  A PEFT model goes on training its own adapter (a second stage).  With a `soft_embedder` (ids -> (n, hidden) vectors) the rows' `soft_ids`
     fill their prompts' soft-token placeholders; the embedder is trained in place and saved as adapter/soft_embedder.pt.
     """
     from datasets import Dataset
@@ -173,7 +216,8 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     data = Dataset.from_pandas(examples[columns].reset_index(drop=True))
     trainer = trainer_cls(
         model=model, args=sft_config(cfg, output_dir, device, max_length), train_dataset=data,
-        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=[StopOnNanLoss(), *callbacks],
+        processing_class=tokenizer, peft_config=None if is_peft(model) else lora_config(cfg),
+        callbacks=[StopOnNanLoss(), *callbacks],
         **soft_kwargs, **trainer_kwargs)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
@@ -196,7 +240,8 @@ def save_final_adapter(trainer, adapter: Path, soft_embedder=None) -> None:
         tmp = adapter.parent / ".adapter.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         model = acc.unwrap_model(trainer.model)
-        model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
+        with without_embedding_layers(model):
+            model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
         if soft_embedder is not None:
             st.save_embedder(soft_embedder, tmp, _embedder_state(state))
         shutil.rmtree(adapter, ignore_errors=True)

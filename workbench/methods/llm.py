@@ -67,6 +67,7 @@ class LLMRecommender(Recommender):
         n_params = sum(p.numel() for p in self.model.parameters())
         runtime.set_threads(cfg["NUM_THREADS"] if cfg["NUM_THREADS"] is not None else (1 if n_params < 5e6 else None))
         self.adapter, self.sft_rows, self.last_prompts, self.last_ranks = None, 0, [], None
+        self.soft_embedder = None  # ids -> vectors for the prompts' soft tokens (methods with ID embeddings)
 
     @classmethod
     def train_params(cls) -> tuple[str, ...]:
@@ -140,7 +141,8 @@ class LLMRecommender(Recommender):
         texts = first["prompt"] + first["questions"].str[0] if "questions" in first else first["prompt"]
         self.last_prompts = prompt_lengths(self.tokenizer, texts)
         ranks = rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
-                                   reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"])
+                                   reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"],
+                                   soft_embedder=self.soft_embedder)
         if scorer != "generate":
             self.last_ranks = ranks
         return ranks

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .. import config, metrics as M, results, runtime
+from ..assets import atomic_write
 from .base import Recommender, get_method
 
 
@@ -111,6 +112,18 @@ class Grid:
     def paired(self, reference: str, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
         """Paired bootstrap of every arm against `reference` on the same users."""
         return M.paired_against(self.ranks, reference, n_boot, seed)
+
+    def save_summary(self, name: str, table: pd.DataFrame, profile: str, extra: pd.DataFrame | None = None) -> Path:
+        """Per-arm mean metrics (from `table`), `extra` columns by arm, and each arm's run ids, written atomically as
+        results/<name>-ablation-<profile>-<hash of the run ids>.csv; returns the path."""
+        summary = table.pivot(index="method", columns="metric", values="mean").round(4)
+        summary = summary.reindex([arm for arm in self.ranks if arm in summary.index])
+        if extra is not None:
+            summary = summary.join(extra)
+        summary["runs"] = [", ".join(run.run_id for (a, _), run in self.runs.items() if a == arm)
+                           for arm in summary.index]
+        file = f"{name}-ablation-{profile}-{results.short_hash(sorted(r.run_id for r in self.runs.values()))}.csv"
+        return atomic_write(results.results_dir() / file, lambda tmp: summary.to_csv(tmp))
 
 
 def remaining(start: float, done: int, total: int) -> str:

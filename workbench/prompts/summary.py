@@ -70,16 +70,20 @@ def _n_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def fit_items(build, items, tokenizer, max_tokens: int, what: str):
-    """build(items[cut:]) -> (texts...) with the fewest oldest items cut so the longest text fits max_tokens.
+def _texts(built) -> list[str]:
+    """The prompt texts of a built listwise prompt (a string) or pointwise prompt (prefix, questions)."""
+    return [built] if isinstance(built, str) else [built[0] + q for q in built[1]]
+
+
+def fit_items(build, items, tokenizer, max_tokens: int, what: str, texts=_texts):
+    """build(items[cut:]) with the fewest oldest items cut so that the longest of texts(built) fits max_tokens.
 
     Binary search on the cut (token counts grow with the items kept); returns (built, cut).
     """
     items = list(items)
 
     def longest(built) -> int:
-        texts = [built] if isinstance(built, str) else [built[0] + q for q in built[1]]
-        return max(_n_tokens(tokenizer, t) for t in texts)
+        return max(_n_tokens(tokenizer, t) for t in texts(built))
 
     built = build(items)
     if longest(built) <= max_tokens:
@@ -87,7 +91,8 @@ def fit_items(build, items, tokenizer, max_tokens: int, what: str):
     low, high = 1, len(items)  # the answer lies in [low, high]; high = every item cut
     if longest(build([])) > max_tokens:
         raise PromptError(f"the prompt for {what} needs more than MAX_PROMPT_TOKENS={max_tokens} tokens even with no "
-                          f"listed items: raise MAX_PROMPT_TOKENS or lower SUMMARY_TOKENS")
+                          f"listed items: raise MAX_PROMPT_TOKENS or shorten what every prompt shows (summary, "
+                          f"candidates)")
     while low < high:
         mid = (low + high) // 2
         if longest(build(items[mid:])) <= max_tokens:
