@@ -98,7 +98,7 @@ PARAMS: dict[str, Param] = {
     "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
     "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
     "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1),
-    "WARMUP_STEPS": _p(1, "int", "SFT learning-rate warm-up steps", low=0),
+    "WARMUP_STEPS": _p(0, "int", "SFT learning-rate warm-up steps", low=0),
     "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
     "LORA_R": _p(8, "int", "LoRA rank", low=1),
     "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha", low=0),

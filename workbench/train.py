@@ -198,6 +198,17 @@ def check_lengths(tokenizer, examples: pd.DataFrame, max_length: int) -> None:
                          f"shorten the prompts")
 
 
+def check_schedule(n_sequences: int, cfg: dict, processes: int = 1) -> int:
+    """The number of optimisation steps; refuses a run whose learning rate never leaves the warm-up (with one step
+    and any warm-up, the only step runs at learning rate 0: the model would not change and no error would say so)."""
+    steps = math.ceil(n_sequences / (cfg["LLM_BATCH_SIZE"] * cfg["GRAD_ACCUM"] * processes))
+    if cfg["WARMUP_STEPS"] and steps <= cfg["WARMUP_STEPS"]:
+        raise ValueError(f"{n_sequences} SFT rows make {steps} optimisation step(s), not more than WARMUP_STEPS="
+                         f"{cfg['WARMUP_STEPS']}: the learning rate would never reach LLM_LEARNING_RATE (one step "
+                         f"trains at 0). Lower WARMUP_STEPS or use more SFT rows")
+    return steps
+
+
 def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, device: str = "cpu",
               trainer_cls=None, resume: bool = True, callbacks=(), soft_embedder=None, **trainer_kwargs):
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
@@ -219,6 +230,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
         processing_class=tokenizer, peft_config=None if is_peft(model) else lora_config(cfg),
         callbacks=[StopOnNanLoss(), *callbacks],
         **soft_kwargs, **trainer_kwargs)
+    check_schedule(len(trainer.train_dataset), cfg, trainer.accelerator.num_processes)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}")

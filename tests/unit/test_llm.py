@@ -161,6 +161,21 @@ def test_lora_training_lowers_a_finite_loss_and_only_moves_the_adapter(data, cat
     assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()
 
 
+def test_a_run_that_never_leaves_the_warm_up_is_refused_instead_of_training_nothing(data, catalog, tmp_path):
+    """One optimisation step under any warm-up runs at learning rate 0: the ablations' 8-window arms trained nothing."""
+    texts = list(data.items["title"]) + [kv.SYSTEM, "User: Watched Candidates age gender occupation zip"] * 3
+    model, tok = load_llm("tiny", tiny_texts=texts, seed=0)
+    rows = _sft_rows(catalog, tok)  # 8 rows = one step of 4 x 2
+    with pytest.raises(ValueError, match="1 optimisation step\\(s\\), not more than WARMUP_STEPS=1"):
+        train.train_sft(model, tok, rows, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=1), tmp_path / "one")
+    assert train.check_schedule(8, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=0)) == 1
+    assert train.check_schedule(9, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=1)) == 2
+    tuned, history = train.train_sft(model, tok, rows, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=0,
+                                                             LLM_LEARNING_RATE=5e-3), tmp_path / "zero")
+    assert history["learning_rate"].iloc[0] > 0
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in tuned.named_parameters())
+
+
 class _Interrupt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == 3:

@@ -1,0 +1,73 @@
+"""What RSLLM's contrastive terms cost: SFT step time on the same unified prompts with LM loss only, + the user term,
++ the item term, + both; side by side in one process, ratios against LM only.
+
+Reproduce: `.venv/bin/python benchmarks/contrastive.py --rows 16` (SmolLM2-135M; `--model tiny` for a quick check).
+The ID table is random (its values do not change the cost); the prompts are the cpu profile's first training windows.
+Prints a table; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from workbench import config, softtokens as st
+from workbench.contrastive import ContrastiveSFTTrainer
+from workbench.data.protocol import load_protocol
+from workbench.methods.llm import training_subset
+from workbench.models.llm import load_llm
+from workbench.models.projector import IDEmbedder
+from workbench.prompts import keyvalue as kv
+from workbench.prompts import unified
+from workbench.train import train_sft
+
+VARIANTS = {"LM only": (0.0, 0.0), "+ user term": (0.1, 0.0), "+ item term": (0.0, 0.1), "+ both": (0.1, 0.1)}
+
+
+def seconds_per_step(model_name: str, rows: pd.DataFrame, cfg: dict, catalog, lambdas, out: Path) -> tuple:
+    """(s/step, steps) of one SFT run from a fresh model on `rows` (train_sft wall time, tokenisation included)."""
+    model, tok = load_llm(model_name, "cpu", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)
+    st.add_soft_token(model, tok)
+    torch.manual_seed(0)
+    width = model.get_input_embeddings().weight.shape[1]
+    embedder = IDEmbedder(torch.randn(len(catalog.items) + 1, 64), width, target_std=0.02)
+    extra = {} if not any(lambdas) else {
+        "trainer_cls": ContrastiveSFTTrainer, "lambda_user": lambdas[0], "lambda_item": lambdas[1],
+        "temperature": cfg["NCE_TEMPERATURE"], "align_items": cfg["ALIGN_ITEMS"],
+        "titles": {i: catalog.title(i) for i in catalog.items}}
+    start = time.perf_counter()
+    _, log = train_sft(model, tok, rows, cfg, out, soft_embedder=embedder, resume=False, **extra)
+    return (time.perf_counter() - start) / len(log), len(log)
+
+
+def main() -> None:
+    """Measure and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--rows", type=int, default=16)
+    args = parser.parse_args()
+    cfg = config.resolve("cpu", MODEL=args.model, SAVE_STEPS=10_000, WARMUP_STEPS=0)
+    protocol = load_protocol(cfg)
+    catalog = kv.Catalog(protocol.data.users, protocol.data.items)
+    view = training_subset(protocol, args.rows, cfg["N_NEGATIVES"], cfg["CANDIDATE_SEED"])
+    _, tok = load_llm(args.model, "cpu", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)
+    rows = unified.build_examples(catalog, view, tok, cfg["MAX_PROMPT_TOKENS"], "unified")
+    out, base = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, lambdas) in enumerate(VARIANTS.items()):
+            step_s, steps = seconds_per_step(args.model, rows, cfg, catalog, lambdas, Path(tmp) / str(k))
+            base = base or step_s
+            out.append({"loss": name, "s/step": round(step_s, 2), "steps": steps, "vs LM only": round(step_s / base, 2)})
+    print(f"{args.model}, {len(rows)} unified prompts (mean {rows['prompt'].str.len().mean():.0f} chars), batch "
+          f"{cfg['LLM_BATCH_SIZE']} x GRAD_ACCUM {cfg['GRAD_ACCUM']}, ALIGN_ITEMS {cfg['ALIGN_ITEMS']}, "
+          f"torch {torch.__version__}, {os.cpu_count()} cores")
+    print(pd.DataFrame(out).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
