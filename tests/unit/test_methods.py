@@ -51,6 +51,15 @@ def test_a_saved_sasrec_run_gives_back_its_model_and_item_embeddings(smoke):
     assert reloaded.equals(saved.ranks)
 
 
+def test_a_run_folder_without_its_weights_says_how_to_get_them_back(smoke):
+    """Weights stay out of git: in a fresh clone the committed SASRec run has ranks but no weights.pt."""
+    cfg, protocol = smoke
+    run = run_method("sasrec", cfg, protocol)
+    (run.record_path.parent / "weights.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="weights are not kept in git: re-run notebook 02_baselines"):
+        results.load_run(run.run_id).item_embeddings
+
+
 def test_popularity_through_the_contract_equals_the_plain_model(smoke):
     from workbench.models import seqrec
     cfg, protocol = smoke

@@ -17,6 +17,15 @@ from .base import Recommender, register
 NEURAL_PARAMS = ("EPOCHS", "PATIENCE", "BATCH_SIZE", "LEARNING_RATE", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
 
 
+def weights_file(folder: Path) -> Path:
+    """folder/weights.pt, or an error saying how to re-create it (weights stay out of git)."""
+    path = Path(folder) / "weights.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing (weights are not kept in git: re-run notebook 02_baselines, or "
+                                f"the run that wrote {Path(folder).name}, to re-create them)")
+    return path
+
+
 class SeqRecMethod(Recommender):
     """Shared steps of the conventional baselines: sampled and full ranking, saving the fitted model."""
     model = None
@@ -59,7 +68,7 @@ class Popularity(SeqRecMethod):
     @classmethod
     def load(cls, folder: Path, record: dict, device: str = "cpu") -> "Popularity":
         """Popularity with the saved counts."""
-        counts = torch.load(folder / "weights.pt")["counts"].numpy()
+        counts = torch.load(weights_file(folder))["counts"].numpy()
         rec = cls(record["parameters"], None, device)
         rec.model = seqrec.Popularity(len(counts))
         rec.model.counts = counts
@@ -88,7 +97,7 @@ class NeuralMethod(SeqRecMethod):
     @classmethod
     def load(cls, folder: Path, record: dict, device: str = "cpu") -> "NeuralMethod":
         """The trained model rebuilt from weights.pt (eval mode)."""
-        saved = torch.load(folder / "weights.pt", map_location=device)
+        saved = torch.load(weights_file(folder), map_location=device)
         arch = dict(saved["arch"])
         rec = cls({**record["parameters"], **arch}, None, device)
         rec.model = seqrec.build_model(cls.name, arch.pop("n_items"), rec.cfg)
