@@ -224,13 +224,15 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     output_dir = Path(output_dir)
     max_length = int(cfg["MAX_PROMPT_TOKENS"]) + int(cfg["MAX_COMPLETION_TOKENS"])
     check_lengths(tokenizer, examples, max_length)
+    check_schedule(len(examples), cfg, int(os.environ.get("WORLD_SIZE", 1)))  # before LoRA touches the model
     data = Dataset.from_pandas(examples[columns].reset_index(drop=True))
     trainer = trainer_cls(
         model=model, args=sft_config(cfg, output_dir, device, max_length), train_dataset=data,
         processing_class=tokenizer, peft_config=None if is_peft(model) else lora_config(cfg),
         callbacks=[StopOnNanLoss(), *callbacks],
         **soft_kwargs, **trainer_kwargs)
-    check_schedule(len(trainer.train_dataset), cfg, trainer.accelerator.num_processes)
+    if cfg["SFT_PACKING"] == "packed":  # packing makes fewer, longer sequences: count them
+        check_schedule(len(trainer.train_dataset), cfg, trainer.accelerator.num_processes)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}")

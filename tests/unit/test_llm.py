@@ -170,6 +170,7 @@ def test_a_run_that_never_leaves_the_warm_up_is_refused_instead_of_training_noth
         train.train_sft(model, tok, rows, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=1), tmp_path / "one")
     assert train.check_schedule(8, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=0)) == 1
     assert train.check_schedule(9, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=1)) == 2
+    assert not any("lora_" in k for k, _ in model.named_parameters())  # refused before LoRA touched the model
     tuned, history = train.train_sft(model, tok, rows, _cfg(LLM_BATCH_SIZE=4, GRAD_ACCUM=2, WARMUP_STEPS=0,
                                                              LLM_LEARNING_RATE=5e-3), tmp_path / "zero")
     assert history["learning_rate"].iloc[0] > 0
