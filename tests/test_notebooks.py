@@ -86,20 +86,26 @@ def test_ablation_saved_one_run_per_arm_and_seed(smoke):
     assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["ABLATION_ARMS"])
 
 
+def _check_ablation(method, cfg, protocol, arms, arm_changes, main):
+    """Each arm's saved run (first ablation seed) holds ABLATION_EVAL_USERS users inside the main run's; one summary
+    CSV names every arm."""
+    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
+                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
+    for arm in arms:
+        run = _run(method, config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
+                   f"{method}-{arm}")
+        assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(main.ranks["user_id"])
+    summary = [p for p in results_dir().glob(f"{method}-ablation-smoke-*.csv")]
+    assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(arms)
+
+
 def test_trsr_run_is_on_the_mkv_users_and_its_ablation_on_a_subset_of_them(smoke):
     cfg, protocol = smoke
     trsr, mkv = _run("trsr", cfg, protocol), _run("mkv", cfg, protocol)
     assert set(trsr.ranks["user_id"]) == set(mkv.ranks["user_id"])
     assert trsr.record["summaries"]["users"] > 0 and trsr.record["history_items"]["max"] > 0
-    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
-                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
     from workbench.methods.trsr import arm_changes
-    for arm in cfg["TRSR_ARMS"]:
-        run = _run("trsr", config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
-                   f"trsr-{arm}")
-        assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(trsr.ranks["user_id"])
-    summary = [p for p in results_dir().glob("trsr-ablation-smoke-*.csv")]
-    assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["TRSR_ARMS"])
+    _check_ablation("trsr", cfg, protocol, cfg["TRSR_ARMS"], arm_changes, trsr)
 
 
 def test_rsllm_reads_the_saved_sasrec_table_and_its_ablation_covers_every_arm(smoke):
@@ -110,11 +116,4 @@ def test_rsllm_reads_the_saved_sasrec_table_and_its_ablation_covers_every_arm(sm
     log = pd.DataFrame(rsllm.record["training_log"])
     assert set(log["stage"]) == {1, 2} and log[["loss_lm", "loss_user_nce", "loss_item_nce"]].dropna().size > 0
     from workbench.methods.rsllm import arm_changes
-    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
-                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
-    for arm in cfg["RSLLM_ARMS"]:
-        run = _run("rsllm", config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
-                   f"rsllm-{arm}")
-        assert len(run.ranks) == cfg["ABLATION_EVAL_USERS"] and set(run.ranks["user_id"]) <= set(rsllm.ranks["user_id"])
-    summary = [p for p in results_dir().glob("rsllm-ablation-smoke-*.csv")]
-    assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["RSLLM_ARMS"])
+    _check_ablation("rsllm", cfg, protocol, cfg["RSLLM_ARMS"], arm_changes, rsllm)
