@@ -221,26 +221,53 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
         if len(examples) != len(view):
             raise ValueError(f"{len(examples)} prompt rows for {len(view)} users: give user_id and candidates columns")
         examples = examples.assign(user_id=view["user_id"].to_numpy(), candidates=view["candidates"].to_numpy())
-    _check_rows(examples, view)
     if "questions" in examples and scorer != "batched":
         raise ValueError(f"pointwise prompts (a questions column) are scored by the batched scorer, not {scorer!r}")
-    model.eval()
-    soft = _soft_vectors(examples, soft_embedder, model.device)
     if scorer == "generate":
+        _check_rows(examples, view)
+        model.eval()
+        soft = _soft_vectors(examples, soft_embedder, model.device)
         first = {}
         for i, user in enumerate(examples["user_id"]):
             first.setdefault(user, i)  # each user's first row: the stored order
         rows = [first[u] for u in view["user_id"]]
         return _generate_rows(model, tokenizer, examples.iloc[rows], view, catalog, [soft[i] for i in rows], progress)
+    return view_ranks(view, score_examples(model, tokenizer, examples, view, catalog, scorer, reduce, progress,
+                                           soft_embedder, batch_size))
+
+
+@torch.no_grad()
+def score_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "batched",
+                   reduce: str = "sum", progress: bool = True, soft_embedder=None,
+                   batch_size: int | None = None) -> pd.DataFrame:
+    """Per view user, its candidates' likelihood scores (`per_user_scores`) from prompt rows with user_id and
+    candidates columns (arguments as `rank_examples`, likelihood scorers only)."""
+    if scorer not in SCORERS or scorer == "generate":
+        raise ValueError(f"scorer must be batched, prefix or naive, got {scorer!r}")
+    _check_rows(examples, view)
+    model.eval()
+    soft = _soft_vectors(examples, soft_embedder, model.device)
     scores = _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress)
+    return per_user_scores(examples, view, scores)
+
+
+def per_user_scores(examples: pd.DataFrame, view: pd.DataFrame, scores) -> pd.DataFrame:
+    """Per view user: `scores`, each candidate's score averaged over the user's rows (listed orders), and `listed`,
+    its score in the user's first row (the stored order); both in the view's candidate order."""
     per_user = {}  # user -> one {candidate: score} per listed order, the stored order first
     for user, cands, s in zip(examples["user_id"], examples["candidates"], scores):
         per_user.setdefault(user, []).append(dict(zip(cands, s)))
-    rows = []
-    for user, cands, target in zip(view["user_id"], view["candidates"], view["target"]):
-        mean = [[np.mean([d[c] for d in per_user[user]]) for c in cands]]
-        first = [[per_user[user][0][c] for c in cands]]
-        at = cands.index(target)
-        rows.append({"user_id": int(user), "rank": int(M.ranks_from_scores(mean, [at])[0]),
-                     "rank_listed": int(M.ranks_from_scores(first, [at])[0]), "target_position": at + 1})
-    return pd.DataFrame(rows)
+    return pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
+                         "scores": [np.array([np.mean([d[c] for d in per_user[u]]) for c in cands])
+                                    for u, cands in zip(view["user_id"], view["candidates"])],
+                         "listed": [np.array([per_user[u][0][c] for c in cands])
+                                    for u, cands in zip(view["user_id"], view["candidates"])]})
+
+
+def view_ranks(view: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
+    """Ranks from `per_user_scores`: rank (averaged scores), rank_listed (stored order alone), target_position."""
+    at = [cands.index(target) for cands, target in zip(view["candidates"], view["target"])]
+    return pd.DataFrame({"user_id": scored["user_id"].to_numpy(),
+                         "rank": M.ranks_from_scores(list(scored["scores"]), at).astype(int),
+                         "rank_listed": M.ranks_from_scores(list(scored["listed"]), at).astype(int),
+                         "target_position": np.asarray(at) + 1})

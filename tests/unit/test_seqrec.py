@@ -59,5 +59,5 @@ def test_popularity_and_full_ranking_exclude_seen_items():
 
 
 def test_unknown_baseline_name():
-    with pytest.raises(ValueError, match="popularity, sasrec or gru4rec"):
+    with pytest.raises(ValueError, match="popularity, sasrec, gru4rec or mf"):
         seqrec.build_model("bert4rec", 10, config.resolve("smoke"))

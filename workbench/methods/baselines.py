@@ -1,7 +1,7 @@
-"""Conventional baselines on the method contract: Popularity, SASRec and GRU4Rec (models in models/seqrec.py).
+"""Conventional baselines on the method contract: Popularity, SASRec, GRU4Rec and MF (models in models/seqrec.py).
 
 SASRec and GRU4Rec save their weights with the run (`weights.pt`); `load_run(id).item_embeddings` gives the
-item-embedding table that ID-embedding methods (RSLLM, BDLM) read.  Reproduce: `python -m workbench run 02`.
+item-embedding table that ID-embedding methods (RSLLM, BDLM) read; BDLM takes the whole fitted model as its domain model.  Reproduce: `python -m workbench run 02`.
 """
 from __future__ import annotations
 
@@ -86,12 +86,15 @@ class NeuralMethod(SeqRecMethod):
     def fit(self) -> pd.DataFrame:
         """Build the model from the parameters and train it on the training windows."""
         torch.manual_seed(self.cfg["SEED"])
-        self.model = seqrec.build_model(self.name, self.protocol.n_items, self.cfg)
+        n_users = int(self.protocol.data.users["user_id"].max()) + 1
+        self.model = seqrec.build_model(self.name, self.protocol.n_items, self.cfg, n_users=n_users)
         return seqrec.fit(self.model, self.protocol.train, self.protocol.valid, self.cfg, self.device)
 
     def save(self, folder: Path) -> None:
         """The state dict and what rebuilds the architecture, as weights.pt."""
         arch = {"n_items": self.model.items.num_embeddings, **{k: self.cfg[k] for k in self.arch_params}}
+        if hasattr(self.model, "n_users"):
+            arch["n_users"] = self.model.n_users
         torch.save({"arch": arch, "state_dict": self.model.state_dict()}, folder / "weights.pt")
 
     @classmethod
@@ -100,7 +103,7 @@ class NeuralMethod(SeqRecMethod):
         saved = torch.load(weights_file(folder), map_location=device)
         arch = dict(saved["arch"])
         rec = cls({**record["parameters"], **arch}, None, device)
-        rec.model = seqrec.build_model(cls.name, arch.pop("n_items"), rec.cfg)
+        rec.model = seqrec.build_model(cls.name, arch.pop("n_items"), rec.cfg, n_users=arch.pop("n_users", None))
         rec.model.load_state_dict(saved["state_dict"])
         rec.model.to(device).eval()
         return rec
@@ -120,3 +123,11 @@ class GRU4Rec(NeuralMethod):
     name, label = "gru4rec", "GRU4Rec"
     result_params = NEURAL_PARAMS
     arch_params = ("HISTORY_LEN", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
+
+
+@register
+class MF(NeuralMethod):
+    """Matrix factorisation trained with the next-item softmax: the user's vector alone scores items."""
+    name, label = "mf", "MF"
+    result_params = NEURAL_PARAMS
+    arch_params = ("HISTORY_LEN", "EMBED_DIM", "DROPOUT")

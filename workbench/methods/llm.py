@@ -134,18 +134,25 @@ class LLMRecommender(Recommender):
 
         scorer: batched | prefix | naive (likelihood, order-averaged) or generate (stored order only).
         """
+        if scorer == "generate":
+            examples = self.prompts(view).assign(candidates=view["candidates"].to_numpy())
+            return rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+                                      soft_embedder=self.soft_embedder)
+        self.last_ranks = rank.view_ranks(view, self.view_scores(view, scorer))
+        return self.last_ranks
+
+    def view_scores(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
+        """Each user's candidate log-likelihoods (`rank.per_user_scores`: order-averaged `scores`, stored-order
+        `listed`); records the prompts' token lengths."""
         views = rank.order_views(view, self.n_orders(scorer), self.cfg["CANDIDATE_SEED"])
         examples = pd.concat([self.prompts(v).assign(candidates=v["candidates"].to_numpy()) for v in views],
                              ignore_index=True)
         first = examples.head(len(view))  # the stored order; a pointwise row is counted with its first question
         texts = first["prompt"] + first["questions"].str[0] if "questions" in first else first["prompt"]
         self.last_prompts = prompt_lengths(self.tokenizer, texts)
-        ranks = rank.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+        return rank.score_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
                                    reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"],
                                    soft_embedder=self.soft_embedder)
-        if scorer != "generate":
-            self.last_ranks = ranks
-        return ranks
 
     def generate_then_match(self, view: pd.DataFrame) -> dict:
         """Greedy generation matched to the candidates on the first GEN_EVAL_USERS users: ValidRatio and HR@1."""

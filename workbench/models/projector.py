@@ -43,24 +43,33 @@ def table_digest(table: torch.Tensor) -> str:
     return hashlib.sha256(table.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()[:10]
 
 
+def _table(table, trainable: bool) -> nn.Embedding | None:
+    """An embedding table: a given nn.Embedding itself (shared), a tensor copied, or None."""
+    if table is None or isinstance(table, nn.Embedding):
+        return table
+    return nn.Embedding.from_pretrained(table.detach().float().clone(), freeze=not trainable)
+
+
 class IDEmbedder(nn.Module):
     """Item (and optional user) ID embeddings -> projector -> LLM-width soft-token vectors; contrastive heads.
 
     Args:
-        items: (n_items, d_id) item table from a trained recommender (row 0 = padding).
+        items: (n_items, d_id) item table from a trained recommender (row 0 = padding), copied; or an nn.Embedding,
+            used as it is (shared with another model: BDLM's information-sharing module).
         d_llm: the LLM's hidden size.
-        trainable: whether the ID tables are tuned (False: frozen, only the projector and heads learn).
-        users: optional (n_users, d_id) user table for user-level tokens (ids n_items + user_id).
+        trainable: whether copied ID tables are tuned (False: frozen, only the projector and heads learn); a shared
+            nn.Embedding keeps its own requires_grad.
+        users: optional (n_users, d_id) user table (or shared nn.Embedding) for user-level tokens (ids n_items + user).
         target_std: std the projected vectors start with (the LLM's input-embedding std); None leaves the init.
     """
 
-    def __init__(self, items: torch.Tensor, d_llm: int, trainable: bool = False, users: torch.Tensor | None = None,
-                 target_std: float | None = None):
+    def __init__(self, items, d_llm: int, trainable: bool = False, users=None, target_std: float | None = None):
         super().__init__()
-        self.n_items, d_id = items.shape
-        self.items = nn.Embedding.from_pretrained(items.detach().float().clone(), freeze=not trainable)
-        self.users = (nn.Embedding.from_pretrained(users.detach().float().clone(), freeze=not trainable)
-                      if users is not None else None)
+        self.items, self.users = _table(items, trainable), _table(users, trainable)
+        self.n_items, d_id = self.items.weight.shape
+        if self.users is not None and self.users.embedding_dim != d_id:
+            raise ValueError(f"the user table has width {self.users.embedding_dim} but the item table {d_id}: "
+                             f"one projector maps both, give tables of one width")
         self.projector = Projector(d_id, d_llm)
         self.heads = nn.ModuleDict({"user": nn.Linear(d_llm, d_llm), "text": nn.Linear(d_llm, d_llm)})
         if target_std is not None:

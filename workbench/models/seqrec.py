@@ -1,7 +1,8 @@
-"""Conventional sequential recommenders: Popularity, SASRec (causal self-attention) and GRU4Rec, in PyTorch.
+"""Conventional recommenders: Popularity, SASRec (causal self-attention), GRU4Rec and matrix factorisation, in PyTorch.
 
-All score every item from a left-padded history (0 = padding) and train with full-softmax cross-entropy on the
-next item of each training window, early-stopped on validation NDCG@10 (sampled, 20 candidates).
+All score every item from a left-padded history (0 = padding) and the user id (`forward(seq, users)`: the sequential
+models ignore the user, MF reads only the user), and train with full-softmax cross-entropy on the next item of each
+training window, early-stopped on validation NDCG@10 (sampled, 20 candidates).
 Reproduce: `python -m workbench run 02 --profile cpu`.
 """
 from __future__ import annotations
@@ -86,8 +87,8 @@ class SASRec(nn.Module):
         x = self.dropout(self.items(seq) * math.sqrt(self.items.embedding_dim) + self.positions(pos))
         return self.norm(self.blocks(x, mask=self._mask(seq)))[:, -1]
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Logits over all items."""
+    def forward(self, seq: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over all items (the user id is not used)."""
         return self.encode(seq) @ self.items.weight.T
 
 
@@ -107,31 +108,65 @@ class GRU4Rec(nn.Module):
         out, _ = self.gru(self.dropout(self.items(seq)))
         return out[:, -1]
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Logits over all items."""
+    def forward(self, seq: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over all items (the user id is not used)."""
         return self.encode(seq) @ self.items.weight.T
 
 
-def build_model(name: str, n_items: int, cfg: dict) -> nn.Module:
-    """A neural baseline by name, sized from the resolved parameters."""
+class MF(nn.Module):
+    """Matrix factorisation: score(u, i) = <user_u, item_i>, trained with the same next-item softmax (no history)."""
+
+    def __init__(self, n_items: int, n_users: int, max_len: int, dim: int = 64, dropout: float = 0.2):
+        super().__init__()
+        self.max_len, self.n_users = max_len, n_users
+        self.items = nn.Embedding(n_items, dim, padding_idx=0)
+        self.users = nn.Embedding(n_users, dim)
+        self.dropout = nn.Dropout(dropout)
+        init_embeddings(self.items, self.users)
+
+    def forward(self, seq: torch.Tensor, users: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over all items from the user ids (the history is not used)."""
+        if users is None:
+            raise ValueError("MF scores users, not histories: pass the user ids (a `user_id` column)")
+        return self.dropout(self.users(users)) @ self.items.weight.T
+
+
+def build_model(name: str, n_items: int, cfg: dict, n_users: int | None = None) -> nn.Module:
+    """A neural baseline by name, sized from the resolved parameters (MF also needs n_users: largest user id + 1)."""
     kw = dict(n_items=n_items, max_len=cfg["HISTORY_LEN"], dim=cfg["EMBED_DIM"], dropout=cfg["DROPOUT"])
     if name == "sasrec":
         return SASRec(layers=cfg["NUM_LAYERS"], heads=cfg["NUM_HEADS"], **kw)
     if name == "gru4rec":
         return GRU4Rec(layers=cfg["NUM_LAYERS"], **kw)
-    raise ValueError(f"unknown baseline {name!r}: use popularity, sasrec or gru4rec")
+    if name == "mf":
+        if not n_users:
+            raise ValueError("MF needs n_users (largest user id + 1)")
+        return MF(n_users=n_users, **kw)
+    raise ValueError(f"unknown baseline {name!r}: use popularity, sasrec, gru4rec or mf")
+
+
+def user_ids(frame: pd.DataFrame | None, n: int) -> torch.Tensor | None:
+    """The `user_id` column as a LongTensor (None without one)."""
+    if frame is None or "user_id" not in frame:
+        return None
+    ids = torch.as_tensor(frame["user_id"].to_numpy(), dtype=torch.long)
+    if len(ids) != n:
+        raise ValueError(f"{len(ids)} user ids for {n} histories")
+    return ids
 
 
 @torch.no_grad()
-def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu") -> np.ndarray:
-    """Scores of every item for each history, shape (users, n_items); padding id 0 scores -inf."""
+def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu", users=None) -> np.ndarray:
+    """Scores of every item for each history (and user id), shape (users, n_items); padding id 0 scores -inf."""
     if isinstance(model, Popularity):
         return model.all_scores(histories)
     model.eval()
     seq = pad_histories(histories, model.max_len)
+    users = None if users is None else torch.as_tensor(np.asarray(users), dtype=torch.long)
     out = []
     for start in range(0, len(seq), batch_size):
-        logits = model(seq[start:start + batch_size].to(device)).float()
+        who = None if users is None else users[start:start + batch_size].to(device)
+        logits = model(seq[start:start + batch_size].to(device), who).float()
         logits[:, 0] = -torch.inf
         out.append(logits.cpu().numpy())
     return np.concatenate(out)
@@ -139,18 +174,37 @@ def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu") ->
 
 def sampled_ranks(model, view: pd.DataFrame, device: str = "cpu") -> pd.DataFrame:
     """Ranks of the targets among each user's fixed candidates (sampled ranking)."""
-    scores = all_scores(model, view["history"], device=device)
+    scores = all_scores(model, view["history"], device=device, users=view.get("user_id"))
     cand = np.asarray(view["candidates"].tolist())
     return M.candidate_ranks(view, np.take_along_axis(scores, cand, axis=1))
 
 
 def full_ranks(model, view: pd.DataFrame, seen, device: str = "cpu") -> pd.DataFrame:
     """Ranks of the targets among all items, the user's earlier items excluded (full ranking)."""
-    scores = all_scores(model, view["history"], device=device)
+    scores = all_scores(model, view["history"], device=device, users=view.get("user_id"))
     for row, items in enumerate(seen):
         scores[row, [i for i in items if i != view["target"].iat[row]]] = -np.inf
     target = view["target"].to_numpy()
     return pd.DataFrame({"user_id": view["user_id"].to_numpy(), "rank": M.ranks_from_scores(scores, target)})
+
+
+def train_step(model, opt, seq: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None = None,
+               extra=None, where: str = "") -> dict:
+    """One optimisation step of next-item cross-entropy over all items (+ `extra(model)`, a loss term); returns the
+    terms' values.  A non-finite loss stops with the step named (`where`) before any weight changes."""
+    logits = model(seq, users)
+    logits[:, 0] = -torch.inf
+    loss = nn.functional.cross_entropy(logits, target)
+    terms = {"ce": loss}
+    if extra is not None:
+        terms["extra"] = extra(model)
+        loss = loss + terms["extra"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{type(model).__name__}: loss is {loss.item()} at {where}: lower LEARNING_RATE")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return {k: v.item() for k, v in terms.items()}
 
 
 def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, device: str = "cpu",
@@ -160,6 +214,7 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
     model.to(device)
     seq = pad_histories(train["history"], model.max_len)
     target = torch.tensor(train["target"].to_numpy(), dtype=torch.long)
+    users = user_ids(train, len(seq))
     opt = torch.optim.Adam(model.parameters(), lr=cfg["LEARNING_RATE"])
     gen = torch.Generator().manual_seed(cfg["SEED"])
     best, best_state, stale, log = -1.0, None, 0, []
@@ -169,16 +224,10 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
         total, order = 0.0, torch.randperm(len(seq), generator=gen)
         for start in range(0, len(seq), cfg["BATCH_SIZE"]):
             idx = order[start:start + cfg["BATCH_SIZE"]]
-            logits = model(seq[idx].to(device))
-            logits[:, 0] = -torch.inf
-            loss = nn.functional.cross_entropy(logits, target[idx].to(device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{type(model).__name__}: loss is {loss.item()} at epoch {epoch}, "
-                                         f"batch {start // cfg['BATCH_SIZE']}: lower LEARNING_RATE")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
+            who = None if users is None else users[idx].to(device)
+            step = train_step(model, opt, seq[idx].to(device), target[idx].to(device), who,
+                              where=f"epoch {epoch}, batch {start // cfg['BATCH_SIZE']}")
+            total += step["ce"] * len(idx)
         ndcg = float(M.per_user_metrics(sampled_ranks(model, valid, device)["rank"])["NDCG@10"].mean())
         log.append({"epoch": epoch, "train_loss": total / len(seq), "valid_ndcg10": ndcg})
         bar.set_postfix(loss=f"{total / len(seq):.3f}", val_ndcg10=f"{ndcg:.3f}")
