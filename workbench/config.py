@@ -16,6 +16,7 @@ AUGMENTS = ("none", "shuffle", "mask", "both")
 TRSR_HISTORIES = ("hierarchical", "recurrent", "full", "recent")
 TRSR_ARMS = TRSR_HISTORIES + ("pointwise",)
 RSLLM_ARMS = ("text", "id", "unified_1stage", "unified_2stage", "no_user_nce", "no_item_nce")
+BDLM_SHARINGS = ("none", "frozen", "one_way", "mutual")
 
 
 class ConfigError(ValueError):
@@ -156,11 +157,32 @@ PARAMS: dict[str, Param] = {
     "ALIGN_ITEMS": _p(32, "int", "RSLLM: items per batch in the ID-text InfoNCE term (a seeded sample)", low=2),
     "ID_EMBEDDINGS": _p("frozen", "str", "RSLLM: the SASRec item table frozen, or tuned with the projector",
                         choices=("frozen", "tuned")),
-    "ID_MODEL_SEED": _p(0, "int", "RSLLM: training seed of the saved SASRec run (notebook 02) whose item table is read",
-                        low=0),
+    "ID_MODEL_SEED": _p(0, "int", "RSLLM, BDLM: training seed of the saved SASRec run (notebook 02) whose item table "
+                        "(BDLM: whole model, DOMAIN_MODEL) is read", low=0),
     "RSLLM_ARMS": _p(list(RSLLM_ARMS), "list_str", "RSLLM ablation arms: text, id, unified_1stage, unified_2stage "
                      "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term)",
                      choices=RSLLM_ARMS),
+    # BDLM
+    "DOMAIN_MODEL": _p("sasrec", "str", "BDLM: the domain model whose tables start the information-sharing module: a "
+                       "saved run of notebook 02 (sasrec, gru4rec) or mf (trained on first use)",
+                       choices=("sasrec", "gru4rec", "mf")),
+    "BDLM_ROUNDS": _p(1, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
+                      "domain phase", low=1),
+    "BDLM_SHARING": _p("mutual", "str", "BDLM: mutual (both KL terms, both train the shared tables), one_way (domain "
+                       "-> LLM: the LLM's KL term only, the LLM reads but does not train the tables), frozen (both KL "
+                       "terms, tables frozen) or none (no KL, each model its own copy)", choices=BDLM_SHARINGS),
+    "KL_LLM": _p(1.0, "float", "BDLM: weight of KL(domain || LLM) over the candidates in the LLM's loss", low=0),
+    "KL_DOMAIN": _p(1.0, "float", "BDLM: weight of KL(LLM || domain) over the candidates in the domain model's loss",
+                    low=0),
+    "KL_TEMPERATURE": _p(2.0, "float", "BDLM: temperature of both candidate distributions (KL terms, ensemble)",
+                         low=0.01, high=100),
+    "DOMAIN_STEPS": _p(50, "int", "BDLM: domain-model Adam steps (BATCH_SIZE windows, LEARNING_RATE) per round",
+                       low=1),
+    "BDLM_VALID_USERS": _p(16, "int", "BDLM: validation users both models are scored on after each round; None = all",
+                           low=1, optional=True),
+    "ENSEMBLE_WEIGHT": _p(0.5, "float", "BDLM: weight of the domain model's log-probs in the score-level ensemble",
+                          low=0, high=1),
+    "BDLM_ARMS": _p(list(BDLM_SHARINGS), "list_str", "BDLM ablation arms: BDLM_SHARING values", choices=BDLM_SHARINGS),
 }
 
 PROFILES: dict[str, dict] = {
@@ -168,7 +190,8 @@ PROFILES: dict[str, dict] = {
     "smoke": {"MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1, "N_BOOTSTRAP": 100,
               "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
               "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
-              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2},
+              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2,
+              "BDLM_ROUNDS": 2, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
     # `make run` on 2 CPU cores: every notebook within 45 minutes (LLMs on small nested subsets)
     "cpu": {},
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
@@ -176,7 +199,8 @@ PROFILES: dict[str, dict] = {
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256, "MAX_PROMPT_TOKENS": 1536},
+            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256,
+            "MAX_PROMPT_TOKENS": 1536, "BDLM_ROUNDS": 3, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200},
 }
 
 

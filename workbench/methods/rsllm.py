@@ -79,8 +79,7 @@ class RSLLM(LLMRecommender):
 
     def corpus(self) -> list[str]:
         """Titles and the prompt's fixed words."""
-        words = [kv.SYSTEM, f"User: Watched, oldest first: Candidates: (nothing yet) {unified.QUESTION}"]
-        return words + [str(t) for t in self.protocol.data.items["title"]]
+        return unified.corpus(self.protocol.data.items)
 
     def prompts(self, view: pd.DataFrame, epoch: int | None = None, mode: str | None = None) -> pd.DataFrame:
         """Prompt rows in this run's mode (or `mode`): the same for evaluation and every training epoch."""

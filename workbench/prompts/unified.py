@@ -17,6 +17,11 @@ MODES = ("text", "id", "unified")
 QUESTION = "Which candidate will the user watch next?"
 
 
+def corpus(items: pd.DataFrame) -> list[str]:
+    """The prompts' fixed words and every title (what the smoke profile's tiny tokenizer is trained on)."""
+    return [SYSTEM, f"User: Watched, oldest first: Candidates: (nothing yet) {QUESTION}"] + [str(t) for t in items["title"]]
+
+
 def item_text(catalog: Catalog, item_id: int, mode: str) -> str:
     """An item as the prompt shows it: 'Title' (text), the placeholder (id) or 'Title <placeholder>' (unified)."""
     if mode not in MODES:

@@ -1,0 +1,329 @@
+"""BDLM (Zhang et al., 2023): an information-sharing module between an LLM and a domain model, trained mutually.
+
+Round 0: the domain model is the saved DOMAIN_MODEL run on shared user/item tables (`models/bridge.py`); the LLM learns
+LoRA SFT on unified prompts whose soft tokens (a user token, every listed item) read those tables through the projector
+(tables frozen: the domain model stays as saved).  Rounds 1..BDLM_ROUNDS: the LLM phase (LM + KL_LLM * KL toward the
+domain model's candidate distribution, `mutual.MutualSFTTrainer`), then the domain phase (cross-entropy + KL_DOMAIN *
+KL toward the LLM's recorded distribution, `mutual.domain_phase`); BDLM_SHARING decides what flows.  After each round
+both models and their ensemble are scored on validation users; each round's state is saved, a re-run resumes after the
+last complete round, and a non-finite loss stops the rounds and restores the best round.  Evaluation: the LLM alone
+(the run's ranks), the domain model alone and their score-level ensemble, before (round 0) and after (`variants`).
+Reproduce: `python -m workbench run 08`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import config, metrics as M, runtime
+from .. import softtokens as st
+from ..assets import atomic_write
+from ..models import bridge
+from ..models.projector import IDEmbedder, table_digest, user_key
+from ..mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs
+from ..prompts import keyvalue as kv
+from ..prompts import unified
+from ..rank import view_ranks
+from ..train import checkpoint_dir, train_sft, without_embedding_layers
+from .base import register
+from .llm import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths
+from .running import find_run, run_method
+
+VARIANTS = ("llm", "domain", "ensemble")
+ROUND_FILE = "state.pt"
+
+
+def arm_changes(arm: str) -> dict:
+    """The parameters of one ablation arm: a BDLM_SHARING value (none | frozen | one_way | mutual)."""
+    if arm not in config.BDLM_SHARINGS:
+        raise ValueError(f"unknown BDLM arm {arm!r}: use one of {', '.join(config.BDLM_SHARINGS)}")
+    return {"BDLM_SHARING": arm}
+
+
+def domain_run(cfg: dict, protocol, device: str = "cpu"):
+    """The saved DOMAIN_MODEL run (training seed ID_MODEL_SEED) on this candidate set; MF is trained on first use."""
+    kind, run_cfg = cfg["DOMAIN_MODEL"], config.override(cfg, SEED=cfg["ID_MODEL_SEED"])
+    try:
+        return find_run(kind, run_cfg, protocol, notebook="02_baselines")
+    except FileNotFoundError:
+        if kind != "mf":
+            raise
+    print("training the MF domain model (saved with the baselines' runs)")
+    run_method("mf", run_cfg, protocol, device)
+    return find_run(kind, run_cfg, protocol)
+
+
+def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg: dict) -> dict:
+    """Ranks of the LLM alone, the domain model alone and their ensemble (ENSEMBLE_WEIGHT * log p_dom +
+    (1 - ENSEMBLE_WEIGHT) * log p_llm at KL_TEMPERATURE), from each model's candidate scores on `view`."""
+    if list(llm["user_id"]) != list(view["user_id"]) or domain.shape != (len(view), len(view["candidates"].iat[0])):
+        raise ValueError("the LLM's and the domain model's scores are not for the same users and candidates")
+    t, w = cfg["KL_TEMPERATURE"], cfg["ENSEMBLE_WEIGHT"]
+    blend = (w * log_probs(domain, t) + (1 - w) * log_probs(np.stack(llm["scores"]), t)).numpy()
+    plain = lambda scores: view_ranks(view, pd.DataFrame({"user_id": llm["user_id"], "scores": list(scores),
+                                                          "listed": list(scores)}))["rank"].to_numpy()
+    return {"llm": view_ranks(view, llm)["rank"].to_numpy(), "domain": plain(domain), "ensemble": plain(blend)}
+
+
+@register
+class BDLM(LLMRecommender):
+    """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
+    name, label = "bdlm", "BDLM"
+    method_params = ("DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
+                     "KL_TEMPERATURE", "DOMAIN_STEPS")
+
+    def __init__(self, cfg: dict, protocol, device: str = "cpu"):
+        self.catalog = kv.Catalog(protocol.data.users, protocol.data.items)
+        super().__init__(cfg, protocol, device)
+        if cfg["LLM_TRAIN_SAMPLES"] == 0:
+            raise ValueError("BDLM trains the LLM and the domain model together: LLM_TRAIN_SAMPLES must be above 0")
+        run = domain_run(cfg, protocol, device)
+        self.domain_id = run.folder.name
+        self.domain = bridge.from_recommender(run.model.model, int(protocol.data.users["user_id"].max()) + 1)
+        self.domain.to(device).eval()
+        runtime.seed_everything(cfg["SEED"])  # the projector's init does not depend on what was loaded or trained
+        st.add_soft_token(self.model, self.tokenizer)
+        embeddings = self.model.get_input_embeddings().weight
+        tables = self.domain.tables
+        self.soft_embedder = IDEmbedder(tables.items, embeddings.shape[1], users=tables.users,
+                                        target_std=float(embeddings.detach().float().std())).to(device)
+        if cfg["BDLM_SHARING"] == "none":  # the LLM keeps the original tables, the domain model a copy
+            self.domain = bridge.unshared(self.domain)
+        self.digest = table_digest(tables.items.weight)
+        self.states, self.rounds, self.diverged, self.variants = {}, [], None, None
+
+    @classmethod
+    def run_key(cls, cfg: dict, protocol) -> dict:
+        """The shared LLM key plus the evaluation settings that change the report's numbers."""
+        key = super().run_key(cfg, protocol)
+        key["params"].update({k: cfg[k] for k in ("BDLM_VALID_USERS", "ENSEMBLE_WEIGHT")})
+        return key
+
+    def corpus(self) -> list[str]:
+        """Titles and the prompt's fixed words."""
+        return unified.corpus(self.protocol.data.items)
+
+    def prompts(self, view: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+        """Unified prompts with a user token: the same for evaluation and every round."""
+        keys = [user_key(u, self.protocol.n_items) for u in view["user_id"]]
+        return unified.build_examples(self.catalog, view, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"], "unified",
+                                      users=keys)
+
+    def checkpoint_key(self) -> dict:
+        """The shared training key plus the domain run and its table's digest."""
+        return {**super().checkpoint_key(), "domain": self.domain_id, "tables": self.digest}
+
+    def round0_key(self) -> dict:
+        """Round 0 (the LLM's own SFT) depends on the training parameters and the domain model only: arms share it."""
+        return {"method": f"{self.name}-round0", "data": self.protocol.identity(), "domain": self.domain_id,
+                "tables": self.digest, **{k: self.cfg[k] for k in TRAIN_PARAMS}}
+
+    # --- which model trains the shared tables, and which KL terms are on ---------------------------------------
+    @property
+    def sharing(self) -> str:
+        """BDLM_SHARING: none | frozen | one_way | mutual."""
+        return self.cfg["BDLM_SHARING"]
+
+    def kl_weights(self) -> dict:
+        """The KL weights in effect: none without sharing, the LLM's alone one way."""
+        on = {"none": (0, 0), "frozen": (1, 1), "one_way": (1, 0), "mutual": (1, 1)}[self.sharing]
+        return {"llm": self.cfg["KL_LLM"] * on[0], "domain": self.cfg["KL_DOMAIN"] * on[1]}
+
+    def train_tables(self, phase: str) -> None:
+        """Let the tables learn in this phase (llm | domain) or freeze them (round0 | eval)."""
+        llm_tables = self.soft_embedder.items, self.soft_embedder.users
+        domain_tables = self.domain.tables.items, self.domain.tables.users
+        for table in (*llm_tables, *domain_tables):
+            table.requires_grad_(False)
+        if phase == "llm" and self.sharing in ("mutual", "none"):
+            for table in llm_tables:
+                table.requires_grad_(True)
+        if phase == "domain" and self.sharing != "frozen":
+            for table in domain_tables:
+                table.requires_grad_(True)
+
+    # --- state: what a round leaves behind ----------------------------------------------------------------------
+    def state(self) -> dict:
+        """Copies of the adapter, embedder (tables, projector) and domain model weights."""
+        from peft import get_peft_model_state_dict
+        copy = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}
+        return {"adapter": copy(get_peft_model_state_dict(self.model)), "embedder": copy(self.soft_embedder.state_dict()),
+                "domain": copy(self.domain.state_dict())}
+
+    def load_state(self, state: dict) -> None:
+        """Put a `state` back into the models."""
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(self.model, state["adapter"])
+        self.soft_embedder.load_state_dict(state["embedder"])
+        self.domain.load_state_dict(state["domain"])
+
+    @contextmanager
+    def at_state(self, state: dict):
+        """The models as in `state` inside the block, as they were after it."""
+        now = self.state()
+        self.load_state(state)
+        try:
+            yield
+        finally:
+            self.load_state(now)
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def fit(self, callbacks=()) -> pd.DataFrame:
+        """Round 0, then BDLM_ROUNDS collaborative rounds (resumed after the last complete one); returns the SFT loss
+        log with a `round` column.  Per-round validation metrics: `self.rounds`."""
+        view = self.training_view()
+        rows = self.prompts(view).assign(row=range(len(view)), candidates=view["candidates"].to_numpy())
+        self.sft_rows = len(rows) * self.cfg["LLM_EPOCHS"]
+        self.train_prompt_tokens = prompt_lengths(self.tokenizer, rows["prompt"])
+        stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
+        self.kl_items = kl_items(self.tokenizer, rows, self.catalog)
+        self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
+        self.round0_dir = checkpoint_dir(f"{self.name}-round0", self.round0_key())
+        self.train_tables("round0")
+        self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, self.round0_dir, self.device,
+                                    callbacks=callbacks, soft_embedder=self.soft_embedder)
+        logs = [log.assign(round=0)]
+        self.states[0] = self.state()
+        self.rounds = [{"round": 0, **self.validate(before=True)}]
+        root = checkpoint_dir(self.name, self.checkpoint_key())
+        for r in range(1, self.cfg["BDLM_ROUNDS"] + 1):
+            try:
+                logs.append(self.one_round(r, view, stacked, root, callbacks))
+            except FloatingPointError as err:  # a NaN/inf loss in either phase (NanLossError included)
+                self.diverged = {"round": r, "error": str(err).splitlines()[0]}
+                best = max(self.rounds, key=lambda row: row["llm_valid_ndcg10"] + row["domain_valid_ndcg10"])
+                print(f"round {r} diverged ({self.diverged['error']}); restoring round {best['round']}, the best on "
+                      f"validation")
+                self.load_state(self.states[best["round"]])
+                break
+        self.train_tables("eval")
+        offsets = np.cumsum([0] + [int(x["step"].max()) if len(x) else 0 for x in logs[:-1]])
+        return pd.concat([x.assign(step=x["step"] + o) for x, o in zip(logs, offsets)], ignore_index=True)
+
+    def one_round(self, r: int, view: pd.DataFrame, stacked: pd.DataFrame, root: Path, callbacks) -> pd.DataFrame:
+        """Round r: LLM phase, then domain phase, then validation; saved to root/round-r (reloaded if there)."""
+        folder = root / f"round-{r}"
+        if (folder / ROUND_FILE).exists():
+            saved = torch.load(folder / ROUND_FILE, weights_only=False)
+            self.load_state(saved["state"])
+            self.states[r] = saved["state"]
+            self.rounds.append(saved["round"])
+            print(f"round {r}: reloaded from {folder}")
+            return saved["log"]
+        start, kl = time.time(), self.kl_weights()
+        with torch.no_grad():
+            teacher = log_probs(bridge.candidate_logits(self.domain, view, self.device).cpu(),
+                                self.cfg["KL_TEMPERATURE"])
+        record, options = {}, {}
+        if kl["llm"] or kl["domain"]:
+            options = dict(trainer_cls=MutualSFTTrainer, kl_items=self.kl_items, teacher=teacher if kl["llm"] else None,
+                           kl_weight=kl["llm"], temperature=self.cfg["KL_TEMPERATURE"],
+                           reduce=self.cfg["SCORE_REDUCE"], record=record)
+        self.train_tables("llm")
+        self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, root / f"sft-round-{r}",
+                                    self.device, callbacks=callbacks, soft_embedder=self.soft_embedder, **options)
+        self.train_tables("domain")
+        llm_teacher = None
+        if kl["domain"]:
+            missing = sorted(set(range(len(view))) - set(record))
+            if missing:
+                raise ValueError(f"the LLM phase recorded no distribution for window(s) {missing[:3]}")
+            llm_teacher = torch.stack([record[i] for i in range(len(view))])
+        dlog = domain_phase(self.domain, self.protocol.train, self.cfg["DOMAIN_STEPS"], self.cfg,
+                            seed=self.cfg["SEED"] * 1000 + r, device=self.device, kl_view=view, teacher=llm_teacher,
+                            kl_weight=kl["domain"])
+        self.train_tables("eval")
+        row = {"round": r, **self.validate(), "llm_loss": float(log["loss"].mean()),
+               "llm_loss_kl": float(log["loss_kl"].mean()) if "loss_kl" in log else None,
+               "domain_loss_ce": float(dlog["loss_ce"].mean()),
+               "domain_loss_kl": float(dlog["loss_kl"].mean()) if kl["domain"] else None,
+               "seconds": round(time.time() - start, 1)}
+        self.states[r], log = self.state(), log.assign(round=r)
+        self.rounds.append(row)
+        tmp = root / f".round-{r}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({"state": self.states[r], "round": row, "log": log}, tmp / ROUND_FILE)
+        os.replace(tmp, folder)
+        return log
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+    def scores(self, view: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """Both models' candidate scores on a view: the LLM's log-likelihoods and the domain model's logits."""
+        llm = self.view_scores(view)
+        with torch.no_grad():
+            domain = bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
+        return llm, domain
+
+    def cached_scores(self, view: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """Round 0's scores on a view, cached beside round 0's checkpoints (the arms share round 0)."""
+        from ..results import short_hash
+        path = self.round0_dir / f"scores-{what}-{short_hash([view['user_id'].tolist(), view['candidates'].tolist(), self.cfg['SCORE_ORDERS'], self.cfg['SCORE_REDUCE']])}.pt"
+        if path.exists():
+            saved = torch.load(path, weights_only=False)
+            return saved["llm"], saved["domain"]
+        llm, domain = self.scores(view)
+        atomic_write(path, lambda tmp: torch.save({"llm": llm, "domain": domain}, tmp))
+        return llm, domain
+
+    def validate(self, before: bool = False) -> dict:
+        """NDCG@10 of the LLM, the domain model and the ensemble on the validation users."""
+        view = self.valid_view
+        llm, domain = self.cached_scores(view, "valid") if before else self.scores(view)
+        ranks = variant_ranks(view, llm, domain, self.cfg)
+        return {f"{v}_valid_ndcg10": float(M.per_user_metrics(ranks[v])["NDCG@10"].mean()) for v in VARIANTS}
+
+    def rank(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
+        """The LLM alone after training; `variants` holds every model's ranks before and after, on the same users."""
+        if scorer == "generate":
+            return super().rank(view, scorer)
+        if 0 not in self.states:
+            raise ValueError("BDLM ranks before and after its rounds: call fit() first (a loaded run has its ranks "
+                             "and variants.parquet saved)")
+        llm, domain = self.scores(view)
+        after = variant_ranks(view, llm, domain, self.cfg)
+        with self.at_state(self.states[0]):
+            before = variant_ranks(view, *self.cached_scores(view, "test"), self.cfg)
+        self.variants = pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
+                                      **{f"{v}_before": before[v] for v in VARIANTS},
+                                      **{f"{v}_after": after[v] for v in VARIANTS}})
+        self.last_ranks = view_ranks(view, llm)
+        return self.last_ranks
+
+    def round_table(self) -> pd.DataFrame:
+        """One row per completed round: validation NDCG@10 of each model and the ensemble, mean losses, seconds."""
+        return pd.DataFrame(self.rounds).round(6)
+
+    def report(self, view: pd.DataFrame) -> dict:
+        """The shared report plus each variant's metrics, the per-round validation table, the domain run, the KL
+        weights in effect and any divergence."""
+        out = super().report(view)
+        means = {c: {k: round(v, 6) for k, v in M.summarize(self.variants[c]).items()}
+                 for c in self.variants.columns if c != "user_id"}
+        out.update(variants=means, rounds=self.round_table().astype(object).where(lambda d: d.notna(), None).to_dict("records"),
+                   domain_model={"kind": self.cfg["DOMAIN_MODEL"], "run": self.domain_id, "digest": self.digest},
+                   sharing=self.sharing, kl_in_effect=self.kl_weights(), diverged=self.diverged)
+        return out
+
+    def save(self, folder: Path) -> None:
+        """The final adapter with the embedder (tables, projector), the domain model, and the variants' ranks."""
+        with without_embedding_layers(self.model):
+            self.model.save_pretrained(folder / "adapter")
+        st.save_embedder(self.soft_embedder, folder / "adapter")
+        torch.save(self.domain.state_dict(), folder / "domain.pt")
+        self.variants.to_parquet(folder / "variants.parquet")
+
+    @classmethod
+    def load(cls, folder, record: dict, device: str = "cpu") -> "BDLM":
+        """The base model with the run's adapter and embedder, and its domain model."""
+        rec = super().load(folder, record, device)
+        st.load_embedder(rec.soft_embedder, folder / "adapter")
+        rec.domain.load_state_dict(torch.load(folder / "domain.pt", map_location=device, weights_only=True))
+        return rec
