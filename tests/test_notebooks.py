@@ -117,3 +117,17 @@ def test_rsllm_reads_the_saved_sasrec_table_and_its_ablation_covers_every_arm(sm
     assert set(log["stage"]) == {1, 2} and log[["loss_lm", "loss_user_nce", "loss_item_nce"]].dropna().size > 0
     from workbench.methods.rsllm import arm_changes
     _check_ablation("rsllm", cfg, protocol, cfg["RSLLM_ARMS"], arm_changes, rsllm)
+
+
+def test_bdlm_evaluates_both_models_before_and_after_on_the_mkv_users_and_ablates_every_arm(smoke):
+    cfg, protocol = smoke
+    bdlm, mkv, sasrec = _run("bdlm", cfg, protocol), _run("mkv", cfg, protocol), _run("sasrec", cfg, protocol)
+    assert set(bdlm.ranks["user_id"]) == set(mkv.ranks["user_id"])
+    assert bdlm.record["domain_model"]["run"] == sasrec.folder.name
+    assert [r["round"] for r in bdlm.record["rounds"]] == list(range(cfg["BDLM_ROUNDS"] + 1))
+    variants = pd.read_parquet(bdlm.folder / "variants.parquet").set_index("user_id")
+    users = sorted(bdlm.ranks["user_id"])
+    assert variants.loc[users, "llm_after"].tolist() == bdlm.ranks.set_index("user_id").loc[users, "rank"].tolist()
+    assert variants.loc[users, "domain_before"].tolist() == sasrec.ranks.set_index("user_id").loc[users, "rank"].tolist()
+    from workbench.methods.bdlm import arm_changes
+    _check_ablation("bdlm", cfg, protocol, cfg["BDLM_ARMS"], arm_changes, bdlm)

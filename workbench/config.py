@@ -166,6 +166,9 @@ PARAMS: dict[str, Param] = {
     "DOMAIN_MODEL": _p("sasrec", "str", "BDLM: the domain model whose tables start the information-sharing module: a "
                        "saved run of notebook 02 (sasrec, gru4rec) or mf (trained on first use)",
                        choices=("sasrec", "gru4rec", "mf")),
+    "BDLM_PROMPT": _p("id", "str", "BDLM: items in the prompt as soft tokens alone (id: the LLM sees items only through "
+                      "the shared tables) or as title + soft token (unified); a user token leads either",
+                      choices=("id", "unified")),
     "BDLM_ROUNDS": _p(1, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
                       "domain phase", low=1),
     "BDLM_SHARING": _p("mutual", "str", "BDLM: mutual (both KL terms, both train the shared tables), one_way (domain "

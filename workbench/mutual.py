@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import softtokens as st
-from .engine import batch_logp, make_items, masked_attention
+from .engine import batch_logp, make_items, masked_attention, score_items
 from .models.bridge import candidate_logits
 from .models.seqrec import pad_histories, train_step
 from .train import SoftTokenSFTTrainer
@@ -97,6 +97,18 @@ def kl_items(tokenizer, prompts: pd.DataFrame, catalog) -> list:
     return make_items(tokenizer, prompts["prompt"], titles)
 
 
+@torch.no_grad()
+def score_rows(model, tokenizer, embedder, items: list, soft_ids, reduce: str, temperature: float) -> torch.Tensor:
+    """(rows, candidates) LLM log-probs at `temperature` of `kl_items` rows (soft vectors from their soft_ids), scored
+    as ranking scores them (the eval-mode model, stored order)."""
+    embedder.eval()
+    device = next(embedder.parameters()).device
+    rows = [dataclasses.replace(it, soft=embedder(torch.as_tensor(list(ids), dtype=torch.long, device=device)))
+            for it, ids in zip(items, soft_ids)]
+    scores = score_items(model, rows, tokenizer.pad_token_id, reduce, progress=False)
+    return log_probs(np.stack(scores), temperature)
+
+
 def domain_phase(domain, windows: pd.DataFrame, steps: int, cfg: dict, seed: int, device: str = "cpu",
                  kl_view: pd.DataFrame | None = None, teacher: torch.Tensor | None = None, kl_weight: float = 0.0,
                  progress: bool = True) -> pd.DataFrame:
@@ -110,8 +122,8 @@ def domain_phase(domain, windows: pd.DataFrame, steps: int, cfg: dict, seed: int
     opt = torch.optim.Adam(params, lr=cfg["LEARNING_RATE"])
     gen = torch.Generator().manual_seed(seed)
     seq = pad_histories(windows["history"], domain.max_len)
-    target = torch.as_tensor(windows["target"].to_numpy(), dtype=torch.long)
-    users = torch.as_tensor(windows["user_id"].to_numpy(), dtype=torch.long)
+    target = torch.tensor(windows["target"].tolist(), dtype=torch.long)
+    users = torch.tensor(windows["user_id"].tolist(), dtype=torch.long)
     log, size = [], cfg["BATCH_SIZE"]
     for step in tqdm(range(1, steps + 1), desc="domain model", disable=not progress, mininterval=10):
         idx = torch.randint(len(seq), (size,), generator=gen)

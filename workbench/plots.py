@@ -170,3 +170,25 @@ def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str =
         fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
     fig.tight_layout()
     return fig
+
+
+def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str = ""):
+    """Per round (0 = each model trained alone): validation NDCG@10 of each model (`*_valid_ndcg10` columns), and the
+    mean training terms (`llm_loss*`, `domain_loss*` columns; none in round 0)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for column in (c for c in table.columns if c.endswith("_valid_ndcg10")):
+        axes[0].plot(table["round"], table[column], marker="o", label=column.removesuffix("_valid_ndcg10"))
+    for column in (c for c in table.columns if c.startswith(("llm_loss", "domain_loss"))):
+        if table[column].notna().any():
+            axes[1].plot(table["round"], table[column], marker="o", label=column.replace("_", " "))
+    axes[0].set(xlabel="round", ylabel="NDCG@10", title="Validation (sampled, 20 candidates)", ylim=(0, 1))
+    axes[1].set(xlabel="round", ylabel="mean over the round", title="Training terms (KL terms unweighted)")
+    for ax in axes:
+        ax.set_xticks(list(table["round"]))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False)
+    fig.suptitle(title)
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
+    fig.tight_layout()
+    return fig

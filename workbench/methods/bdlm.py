@@ -1,7 +1,7 @@
 """BDLM (Zhang et al., 2023): an information-sharing module between an LLM and a domain model, trained mutually.
 
 Round 0: the domain model is the saved DOMAIN_MODEL run on shared user/item tables (`models/bridge.py`); the LLM learns
-LoRA SFT on unified prompts whose soft tokens (a user token, every listed item) read those tables through the projector
+LoRA SFT on BDLM_PROMPT prompts whose soft tokens (a user token, every listed item) read those tables through the projector
 (tables frozen: the domain model stays as saved).  Rounds 1..BDLM_ROUNDS: the LLM phase (LM + KL_LLM * KL toward the
 domain model's candidate distribution, `mutual.MutualSFTTrainer`), then the domain phase (cross-entropy + KL_DOMAIN *
 KL toward the LLM's recorded distribution, `mutual.domain_phase`); BDLM_SHARING decides what flows.  After each round
@@ -27,7 +27,7 @@ from .. import softtokens as st
 from ..assets import atomic_write
 from ..models import bridge
 from ..models.projector import IDEmbedder, table_digest, user_key
-from ..mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs
+from ..mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs, score_rows
 from ..prompts import keyvalue as kv
 from ..prompts import unified
 from ..rank import view_ranks
@@ -76,7 +76,7 @@ def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg
 class BDLM(LLMRecommender):
     """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
     name, label = "bdlm", "BDLM"
-    method_params = ("DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
+    method_params = ("DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
                      "KL_TEMPERATURE", "DOMAIN_STEPS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
@@ -111,10 +111,10 @@ class BDLM(LLMRecommender):
         return unified.corpus(self.protocol.data.items)
 
     def prompts(self, view: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
-        """Unified prompts with a user token: the same for evaluation and every round."""
+        """BDLM_PROMPT prompts led by a user token: the same for evaluation and every round."""
         keys = [user_key(u, self.protocol.n_items) for u in view["user_id"]]
-        return unified.build_examples(self.catalog, view, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"], "unified",
-                                      users=keys)
+        return unified.build_examples(self.catalog, view, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"],
+                                      self.cfg["BDLM_PROMPT"], users=keys)
 
     def checkpoint_key(self) -> dict:
         """The shared training key plus the domain run and its table's digest."""
@@ -123,7 +123,7 @@ class BDLM(LLMRecommender):
     def round0_key(self) -> dict:
         """Round 0 (the LLM's own SFT) depends on the training parameters and the domain model only: arms share it."""
         return {"method": f"{self.name}-round0", "data": self.protocol.identity(), "domain": self.domain_id,
-                "tables": self.digest, **{k: self.cfg[k] for k in TRAIN_PARAMS}}
+                "tables": self.digest, "prompt": self.cfg["BDLM_PROMPT"], **{k: self.cfg[k] for k in TRAIN_PARAMS}}
 
     # --- which model trains the shared tables, and which KL terms are on ---------------------------------------
     @property
@@ -154,7 +154,8 @@ class BDLM(LLMRecommender):
         """Copies of the adapter, embedder (tables, projector) and domain model weights."""
         from peft import get_peft_model_state_dict
         copy = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}
-        return {"adapter": copy(get_peft_model_state_dict(self.model)), "embedder": copy(self.soft_embedder.state_dict()),
+        adapter = get_peft_model_state_dict(self.model, save_embedding_layers=False)  # LoRA alone, no 230 MB matrices
+        return {"adapter": copy(adapter), "embedder": copy(self.soft_embedder.state_dict()),
                 "domain": copy(self.domain.state_dict())}
 
     def load_state(self, state: dict) -> None:
@@ -227,15 +228,11 @@ class BDLM(LLMRecommender):
                            kl_weight=kl["llm"], temperature=self.cfg["KL_TEMPERATURE"],
                            reduce=self.cfg["SCORE_REDUCE"], record=record)
         self.train_tables("llm")
-        self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, root / f"sft-round-{r}",
-                                    self.device, callbacks=callbacks, soft_embedder=self.soft_embedder, **options)
+        sft_dir = root / f"sft-round-{r}"
+        self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, sft_dir, self.device,
+                                    callbacks=callbacks, soft_embedder=self.soft_embedder, **options)
         self.train_tables("domain")
-        llm_teacher = None
-        if kl["domain"]:
-            missing = sorted(set(range(len(view))) - set(record))
-            if missing:
-                raise ValueError(f"the LLM phase recorded no distribution for window(s) {missing[:3]}")
-            llm_teacher = torch.stack([record[i] for i in range(len(view))])
+        llm_teacher = self.llm_teacher(record, sft_dir / "llm_logp.pt", stacked) if kl["domain"] else None
         dlog = domain_phase(self.domain, self.protocol.train, self.cfg["DOMAIN_STEPS"], self.cfg,
                             seed=self.cfg["SEED"] * 1000 + r, device=self.device, kl_view=view, teacher=llm_teacher,
                             kl_weight=kl["domain"])
@@ -254,6 +251,22 @@ class BDLM(LLMRecommender):
         os.replace(tmp, folder)
         return log
 
+    def llm_teacher(self, record: dict, path: Path, stacked: pd.DataFrame) -> torch.Tensor:
+        """The LLM's log-probs per training window as its KL pass computed them (kept at `path`, so a resumed phase
+        has them); windows a mid-phase resume left unrecorded are scored by the LLM as it is now (said so)."""
+        saved = torch.load(path, weights_only=False) if path.exists() else {}
+        record = {**saved, **record}
+        n = len(self.kl_items)
+        missing = sorted(set(range(n)) - set(record))
+        if missing:
+            print(f"{len(missing)} window(s) have no recorded LLM distribution (a resumed phase): scoring them now")
+            first = stacked.drop_duplicates("row").set_index("row").loc[missing]
+            fresh = score_rows(self.model, self.tokenizer, self.soft_embedder, [self.kl_items[i] for i in missing],
+                               first["soft_ids"], self.cfg["SCORE_REDUCE"], self.cfg["KL_TEMPERATURE"])
+            record.update(dict(zip(missing, fresh)))
+        atomic_write(path, lambda tmp: torch.save(record, tmp))
+        return torch.stack([record[i] for i in range(n)])
+
     # --- evaluation ----------------------------------------------------------------------------------------------
     def scores(self, view: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """Both models' candidate scores on a view: the LLM's log-likelihoods and the domain model's logits."""
@@ -263,14 +276,23 @@ class BDLM(LLMRecommender):
         return llm, domain
 
     def cached_scores(self, view: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
-        """Round 0's scores on a view, cached beside round 0's checkpoints (the arms share round 0)."""
+        """Round 0's scores on a view; the LLM's are cached per user beside round 0's checkpoints (the arms and
+        nested user subsets share round 0), the domain model's recomputed (cheap)."""
         from ..results import short_hash
-        path = self.round0_dir / f"scores-{what}-{short_hash([view['user_id'].tolist(), view['candidates'].tolist(), self.cfg['SCORE_ORDERS'], self.cfg['SCORE_REDUCE']])}.pt"
-        if path.exists():
-            saved = torch.load(path, weights_only=False)
-            return saved["llm"], saved["domain"]
-        llm, domain = self.scores(view)
-        atomic_write(path, lambda tmp: torch.save({"llm": llm, "domain": domain}, tmp))
+        path = self.round0_dir / f"scores-{what}-{short_hash([self.cfg['SCORE_ORDERS'], self.cfg['SCORE_REDUCE']])}.pt"
+        saved = torch.load(path, weights_only=False) if path.exists() else {}  # user -> (candidates, scores, listed)
+        fresh = [u not in saved or saved[u][0] != tuple(c) for u, c in zip(view["user_id"], view["candidates"])]
+        if any(fresh):
+            todo = view[fresh].reset_index(drop=True)
+            scored = self.view_scores(todo)
+            saved.update({int(u): (tuple(c), s, l) for u, c, s, l in
+                          zip(todo["user_id"], todo["candidates"], scored["scores"], scored["listed"])})
+            atomic_write(path, lambda tmp: torch.save(saved, tmp))
+        llm = pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
+                            "scores": [saved[int(u)][1] for u in view["user_id"]],
+                            "listed": [saved[int(u)][2] for u in view["user_id"]]})
+        with torch.no_grad():
+            domain = bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
         return llm, domain
 
     def validate(self, before: bool = False) -> dict:
@@ -287,10 +309,10 @@ class BDLM(LLMRecommender):
         if 0 not in self.states:
             raise ValueError("BDLM ranks before and after its rounds: call fit() first (a loaded run has its ranks "
                              "and variants.parquet saved)")
-        llm, domain = self.scores(view)
-        after = variant_ranks(view, llm, domain, self.cfg)
         with self.at_state(self.states[0]):
             before = variant_ranks(view, *self.cached_scores(view, "test"), self.cfg)
+        llm, domain = self.scores(view)
+        after = variant_ranks(view, llm, domain, self.cfg)
         self.variants = pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
                                       **{f"{v}_before": before[v] for v in VARIANTS},
                                       **{f"{v}_after": after[v] for v in VARIANTS}})

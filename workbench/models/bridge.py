@@ -95,6 +95,6 @@ def candidate_logits(domain: DomainModel, view: pd.DataFrame, device=None) -> to
     """(rows, candidates) logits of each row's candidates, in listed order; differentiable."""
     device = device or domain.tables.items.weight.device
     seq = pad_histories(view["history"], domain.max_len).to(device)
-    users = torch.as_tensor(view["user_id"].to_numpy(), dtype=torch.long, device=device)
+    users = torch.tensor(view["user_id"].tolist(), dtype=torch.long, device=device)
     cands = torch.as_tensor(np.asarray(view["candidates"].tolist()), dtype=torch.long, device=device)
     return domain(seq, users).gather(1, cands)

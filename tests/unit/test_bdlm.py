@@ -1,0 +1,249 @@
+"""BDLM: shared tables, the KL terms on both sides, the rounds (resume, divergence), each model alone, the arms."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from workbench import config, metrics as M, rank, results, softtokens as st, train
+from workbench.data.protocol import load_protocol
+from workbench.methods import bdlm, load_method, run_method
+from workbench.models import bridge, seqrec
+from workbench.models.llm import load_llm
+from workbench.models.projector import IDEmbedder, user_key
+from workbench.mutual import MutualSFTTrainer, distill_kl, domain_phase, kl_items, log_probs
+from workbench.prompts import keyvalue as kv
+from workbench.prompts import unified
+
+N_ITEMS, N_USERS, DIM = 13, 10, 8  # the ml-100k fixture has 12 items
+VIEW = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": [[7, 8, 9], [10, 11], [12], [9, 10, 11, 12]],
+                     "target": [5, 6, 2, 5], "candidates": [[5, 1, 2], [6, 3, 4], [2, 1, 6], [5, 3, 4]]})
+
+
+def _domain(seed=0):
+    torch.manual_seed(seed)
+    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0)
+    return bridge.from_recommender(net, N_USERS)
+
+
+def _cfg(**kw):
+    return config.resolve("smoke", LLM_BATCH_SIZE=4, GRAD_ACCUM=1, BATCH_SIZE=4, LEARNING_RATE=0.05, KL_TEMPERATURE=1.0,
+                          **kw)
+
+
+def _llm(catalog):
+    torch.set_num_threads(1)
+    titles = pd.DataFrame({"title": [catalog.title(i) for i in catalog.items]})
+    model, tok = load_llm("tiny", tiny_texts=unified.corpus(titles) * 3, seed=0)
+    st.add_soft_token(model, tok)
+    return model, tok
+
+
+def _rows(catalog, tok):
+    keys = [user_key(u, N_ITEMS) for u in VIEW["user_id"]]
+    rows = unified.build_examples(catalog, VIEW, tok, 2048, "unified", users=keys)
+    return rows.assign(row=range(len(rows)), candidates=VIEW["candidates"].to_numpy())
+
+
+def _llm_logp(model, tok, catalog, rows, embedder, temperature):
+    scored = rank.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
+    return log_probs(np.stack(scored["scores"]), temperature)
+
+
+def test_distill_kl_is_t_squared_times_kl_teacher_to_student_and_refuses_other_candidates():
+    student, teacher = torch.tensor([[4.0, 0.0, -3.0]]), torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    p_s = torch.softmax(student / 2, -1)
+    expected = 4 * (teacher.exp() * (teacher - p_s.log())).sum()
+    assert float(expected) > 0.1 and torch.allclose(distill_kl(student, teacher, 2.0), expected, atol=1e-6)
+    assert distill_kl(teacher * 2, teacher, 2.0).abs() < 1e-6  # the same distribution: no pull
+    with pytest.raises(ValueError, match="same candidates"):
+        distill_kl(student, teacher[:, :2], 1.0)
+
+
+def test_the_domain_model_and_the_llm_read_the_same_tables_and_sasrec_starts_unchanged():
+    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0).eval()
+    domain = bridge.from_recommender(net, N_USERS).eval()
+    embedder = IDEmbedder(domain.tables.items, 16, users=domain.tables.users)
+    assert embedder.items is domain.tables.items is domain.encoder.items and embedder.users is domain.tables.users
+    seq = seqrec.pad_histories(VIEW["history"], 5)
+    users = torch.tensor(VIEW["user_id"].tolist())
+    assert torch.allclose(domain(seq, users), net(seq), atol=1e-6)  # user rows start at zero
+    with torch.no_grad():
+        domain.tables.items.weight[3] += 1.0
+    assert torch.equal(embedder.id_vectors(torch.tensor([3])), domain.tables.items.weight[3:4])
+
+
+def test_a_domain_model_of_another_width_is_refused_with_what_to_do():
+    tables = bridge.SharedTables(torch.zeros(N_USERS, 4), torch.zeros(N_ITEMS, 4))
+    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1)
+    with pytest.raises(ValueError, match="build the tables from this domain model"):
+        bridge.DomainModel(tables, net)
+    with pytest.raises(ValueError, match="one width"):
+        bridge.SharedTables(torch.zeros(N_USERS, 4), torch.zeros(N_ITEMS, 8))
+    with pytest.raises(ValueError, match="no embeddings to share"):
+        bridge.from_recommender(torch.nn.Linear(2, 2), N_USERS)
+
+
+def test_gradients_from_both_objectives_reach_the_shared_tables(catalog, tmp_path):
+    model, tok = _llm(catalog)
+    domain = _domain()
+    embedder = IDEmbedder(domain.tables.items, 64, users=domain.tables.users, target_std=0.02)
+    rows = _rows(catalog, tok)
+    items0, users0 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
+    teacher = log_probs(torch.randn(len(VIEW), 3), 1.0)
+    train.train_sft(model, tok, rows, _cfg(), tmp_path / "llm", soft_embedder=embedder, trainer_cls=MutualSFTTrainer,
+                    kl_items=kl_items(tok, rows, catalog), teacher=teacher, kl_weight=1.0, temperature=1.0,
+                    reduce="sum", record={})
+    items1, users1 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
+    listed = sorted({i for h, c in zip(VIEW["history"], VIEW["candidates"]) for i in [*h, *c]})
+    assert not torch.equal(items1[listed], items0[listed]) and not torch.equal(users1[1:5], users0[1:5])
+    windows = pd.DataFrame({"user_id": [1, 2, 3, 4] * 4, "history": list(VIEW["history"]) * 4,
+                            "target": [5, 6, 2, 5] * 4})
+    domain_phase(domain, windows, 3, _cfg(), seed=0, kl_view=VIEW, teacher=teacher, kl_weight=1.0, progress=False)
+    assert not torch.equal(domain.tables.items.weight, items1) and not torch.equal(domain.tables.users.weight, users1)
+
+
+def test_the_domain_kl_term_moves_the_domain_model_toward_the_llm(catalog):
+    teacher = log_probs(torch.tensor([[0.0, 0.0, 6.0]] * len(VIEW)), 1.0)  # the LLM favours the third candidate
+    windows = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": list(VIEW["history"]), "target": [5, 6, 2, 5]})
+    gaps = {}
+    for weight in (0.0, 5.0):
+        domain = _domain()
+        with torch.no_grad():
+            before = distill_kl(bridge.candidate_logits(domain, VIEW), teacher, 1.0)
+        domain_phase(domain, windows, 20, _cfg(), seed=0, kl_view=VIEW, teacher=teacher, kl_weight=weight,
+                     progress=False)
+        with torch.no_grad():
+            gaps[weight] = float(distill_kl(bridge.candidate_logits(domain, VIEW), teacher, 1.0) - before)
+    assert gaps[5.0] < 0 and gaps[5.0] < gaps[0.0] - 0.1, gaps
+
+
+def test_the_llm_kl_term_moves_the_llm_toward_the_domain_model(catalog, tmp_path):
+    gaps = {}
+    for weight in (0.0, 5.0):
+        model, tok = _llm(catalog)
+        tables = _domain().tables
+        embedder = IDEmbedder(tables.items, 64, users=tables.users, target_std=0.02)
+        rows = pd.concat([_rows(catalog, tok)] * 4, ignore_index=True)
+        first = rows.head(len(VIEW))
+        before = _llm_logp(model, tok, catalog, first, embedder, 1.0)
+        teacher = log_probs(-before.numpy(), 1.0)  # the domain model prefers what the LLM likes least
+        start = distill_kl(before, teacher, 1.0)
+        model, _ = train.train_sft(model, tok, rows, _cfg(), tmp_path / f"w{weight}", soft_embedder=embedder,
+                                   trainer_cls=MutualSFTTrainer, kl_items=kl_items(tok, first, catalog),
+                                   teacher=teacher, kl_weight=weight, temperature=1.0, reduce="sum", record={})
+        gaps[weight] = float(distill_kl(_llm_logp(model, tok, catalog, first, embedder, 1.0), teacher, 1.0) - start)
+    assert gaps[5.0] < 0 and gaps[5.0] < gaps[0.0], gaps
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    cfg = config.resolve("smoke", LLM_TRAIN_SAMPLES=8, LLM_EVAL_USERS=4, GEN_EVAL_USERS=0, LLM_BATCH_SIZE=4)
+    return cfg, load_protocol(cfg)
+
+
+@pytest.fixture(autouse=True)
+def tmp_results(tmp_path, monkeypatch):
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "results"))
+    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+
+
+def _tables(rec):
+    return rec.domain.tables.items.weight.detach().clone(), rec.soft_embedder.items.weight.detach().clone()
+
+
+def test_bdlm_runs_evaluates_each_model_alone_and_reloads(smoke):
+    cfg, protocol = smoke
+    sasrec = run_method("sasrec", cfg, protocol)
+    run = run_method("bdlm", cfg, protocol)
+    variants = run.recommender.variants.set_index("user_id")
+    users = sorted(run.ranks["user_id"])
+    # before the rounds the domain model is the saved SASRec: the same ranks on the same users
+    assert variants.loc[users, "domain_before"].tolist() == sasrec.ranks.set_index("user_id").loc[users, "rank"].tolist()
+    assert variants.loc[users, "llm_after"].tolist() == run.ranks.set_index("user_id").loc[users, "rank"].tolist()
+    record = json.loads(run.record_path.read_text())
+    assert [r["round"] for r in record["rounds"]] == [0, 1, 2] and record["diverged"] is None
+    assert set(record["variants"]) == {f"{v}_{w}" for v in bdlm.VARIANTS for w in ("before", "after")}
+    assert sorted(run.log["round"].unique()) == [0, 1, 2] and "loss_kl" in run.log and run.log["step"].is_monotonic_increasing
+    loaded = load_method(results.load_run(run.record_path.parent))
+    view = loaded.eval_view()
+    alone = rank.view_ranks(view, loaded.view_scores(view)).set_index("user_id")["rank"]  # the LLM, no domain model
+    assert alone.loc[users].tolist() == variants.loc[users, "llm_after"].tolist()
+    domain = seqrec.sampled_ranks(loaded.domain, view).set_index("user_id")["rank"]  # the domain model, no LLM
+    assert domain.loc[users].tolist() == variants.loc[users, "domain_after"].tolist()
+
+
+def test_an_interrupted_run_resumes_after_its_last_complete_round(smoke, tmp_path, capsys):
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    first = run_method("bdlm", cfg, protocol)
+    (root,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("bdlm-") and "round0" not in p.name]
+    import shutil
+    shutil.rmtree(root / "round-2")  # as if stopped during round 2
+    capsys.readouterr()
+    again = run_method("bdlm", cfg, protocol)
+    out = capsys.readouterr().out
+    assert "round 1: reloaded" in out and "round 2: reloaded" not in out
+    assert again.ranks["rank"].tolist() == first.ranks["rank"].tolist()
+    assert again.recommender.variants.equals(first.recommender.variants)
+
+
+def test_a_diverging_round_stops_and_keeps_the_best_round(smoke, monkeypatch):
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    real = bdlm.domain_phase
+
+    def explode(domain, windows, steps, cfg, seed, **kw):
+        if seed % 1000 == 2:
+            raise FloatingPointError("DomainModel: loss is nan at domain step 1: lower LEARNING_RATE")
+        return real(domain, windows, steps, cfg, seed, **kw)
+
+    monkeypatch.setattr(bdlm, "domain_phase", explode)
+    run = run_method("bdlm", cfg, protocol)
+    rec = run.recommender
+    assert run.extra["diverged"]["round"] == 2 and "loss is nan" in run.extra["diverged"]["error"]
+    best = max(rec.rounds, key=lambda r: r["llm_valid_ndcg10"] + r["domain_valid_ndcg10"])["round"]
+    now = rec.state()
+    for part in ("adapter", "embedder", "domain"):
+        assert all(torch.equal(now[part][k], rec.states[best][part][k]) for k in now[part]), part
+    assert [r["round"] for r in rec.rounds] == [0, 1]
+
+
+@pytest.mark.parametrize("sharing", ["none", "frozen", "one_way"])
+def test_each_arm_trains_the_tables_it_should(smoke, sharing):
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    run = run_method("bdlm", config.override(cfg, **bdlm.arm_changes(sharing), BDLM_ROUNDS=1), protocol,
+                     run_name=f"bdlm-{sharing}")
+    rec = run.recommender
+    start = rec.states[0]["embedder"]["items.weight"]
+    domain_items, llm_items = _tables(rec)
+    assert torch.equal(start, rec.states[0]["domain"]["tables.items.weight"])  # round 0 leaves the tables alone
+    assert torch.equal(domain_items, start) == (sharing == "frozen")  # one way: the domain model trains them
+    assert torch.equal(llm_items, start) == (sharing == "frozen")  # none: the LLM trains its own copy
+    assert (rec.domain.tables.items is rec.soft_embedder.items) == (sharing != "none")
+    rec.train_tables("llm")
+    assert rec.soft_embedder.items.weight.requires_grad == (sharing == "none")  # frozen, one way: the LLM only reads
+    rec.train_tables("domain")
+    assert rec.domain.tables.items.weight.requires_grad == (sharing != "frozen")
+    assert run.extra["kl_in_effect"] == {"none": {"llm": 0, "domain": 0}, "frozen": {"llm": 1.0, "domain": 1.0},
+                                         "one_way": {"llm": 1.0, "domain": 0}}[sharing]
+    with pytest.raises(ValueError, match="unknown BDLM arm"):
+        bdlm.arm_changes("both")
+
+
+def test_mf_is_a_domain_model_trained_on_first_use(smoke):
+    cfg, protocol = smoke
+    run = run_method("bdlm", config.override(cfg, DOMAIN_MODEL="mf", BDLM_ROUNDS=1), protocol)
+    assert run.extra["domain_model"]["run"].startswith("mf-") and run.recommender.domain.encoder is None
+    assert np.isfinite(run.log["loss"]).all()
+    assert M.summarize(run.recommender.variants["domain_after"])["HR@10"] >= 0
+
+
+def test_bdlm_refuses_zero_shot_and_a_missing_sasrec_run(smoke):
+    cfg, protocol = smoke
+    with pytest.raises(FileNotFoundError, match="run notebook 02_baselines"):
+        run_method("bdlm", cfg, protocol)
+    with pytest.raises(ValueError, match="LLM_TRAIN_SAMPLES must be above 0"):
+        run_method("bdlm", config.override(cfg, LLM_TRAIN_SAMPLES=0), protocol)
