@@ -86,11 +86,11 @@ def test_ablation_saved_one_run_per_arm_and_seed(smoke):
     assert len(summary) == 1 and set(pd.read_csv(summary[0])["method"]) == set(cfg["ABLATION_ARMS"])
 
 
-def _check_ablation(method, cfg, protocol, arms, arm_changes, main):
+def _check_ablation(method, cfg, protocol, arms, arm_changes, main, **train):
     """Each arm's saved run (first ablation seed) holds ABLATION_EVAL_USERS users inside the main run's; one summary
-    CSV names every arm."""
-    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0,
-                              LLM_TRAIN_SAMPLES=cfg["ABLATION_TRAIN_SAMPLES"])
+    CSV names every arm.  train: the arms' training sizes (default: ABLATION_TRAIN_SAMPLES windows)."""
+    train = train or {"LLM_TRAIN_SAMPLES": cfg["ABLATION_TRAIN_SAMPLES"]}
+    arm_cfg = config.override(cfg, LLM_EVAL_USERS=cfg["ABLATION_EVAL_USERS"], GEN_EVAL_USERS=0, **train)
     for arm in arms:
         run = _run(method, config.override(arm_cfg, **arm_changes(arm), SEED=cfg["ABLATION_SEEDS"][0]), protocol,
                    f"{method}-{arm}")
@@ -130,4 +130,5 @@ def test_bdlm_evaluates_both_models_before_and_after_on_the_mkv_users_and_ablate
     assert variants.loc[users, "llm_after"].tolist() == bdlm.ranks.set_index("user_id").loc[users, "rank"].tolist()
     assert variants.loc[users, "domain_before"].tolist() == sasrec.ranks.set_index("user_id").loc[users, "rank"].tolist()
     from workbench.methods.bdlm import arm_changes
-    _check_ablation("bdlm", cfg, protocol, cfg["BDLM_ARMS"], arm_changes, bdlm)
+    _check_ablation("bdlm", cfg, protocol, cfg["BDLM_ARMS"], arm_changes, bdlm,
+                    LLM_TRAIN_SAMPLES=cfg["LLM_TRAIN_SAMPLES"])  # BDLM's arms train as its main run

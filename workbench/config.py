@@ -181,7 +181,10 @@ PARAMS: dict[str, Param] = {
                          low=0.01, high=100),
     "DOMAIN_STEPS": _p(50, "int", "BDLM: domain-model Adam steps (BATCH_SIZE windows, LEARNING_RATE) per round",
                        low=1),
-    "BDLM_VALID_USERS": _p(16, "int", "BDLM: validation users both models are scored on after each round; None = all",
+    "BDLM_TRAIN_SAMPLES": _p(8, "int", "BDLM: training windows of every round (main run and ablation arms alike: "
+                             "each round adds a KL pass over their 20 candidates); None = LLM_TRAIN_SAMPLES", low=1,
+                             optional=True),
+    "BDLM_VALID_USERS": _p(8, "int", "BDLM: validation users both models are scored on after each round; None = all",
                            low=1, optional=True),
     "ENSEMBLE_WEIGHT": _p(0.5, "float", "BDLM: weight of the domain model's log-probs in the score-level ensemble",
                           low=0, high=1),
@@ -194,7 +197,7 @@ PROFILES: dict[str, dict] = {
               "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
               "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
               "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2,
-              "BDLM_ROUNDS": 2, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
+              "BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": None, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
     # `make run` on 2 CPU cores: every notebook within 45 minutes (LLMs on small nested subsets)
     "cpu": {},
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
@@ -203,7 +206,8 @@ PROFILES: dict[str, dict] = {
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
             "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256,
-            "MAX_PROMPT_TOKENS": 1536, "BDLM_ROUNDS": 3, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200},
+            "MAX_PROMPT_TOKENS": 1536, "BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": 4000, "DOMAIN_STEPS": 400,
+            "BDLM_VALID_USERS": 200},
 }
 
 

@@ -76,11 +76,13 @@ def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg
 class BDLM(LLMRecommender):
     """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
     name, label = "bdlm", "BDLM"
-    method_params = ("DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
+    method_params = ("BDLM_TRAIN_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
                      "KL_TEMPERATURE", "DOMAIN_STEPS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         self.catalog = kv.Catalog(protocol.data.users, protocol.data.items)
+        if cfg["BDLM_TRAIN_SAMPLES"] is not None:  # the windows every round trains on (main run and arms alike)
+            cfg = config.override(cfg, LLM_TRAIN_SAMPLES=cfg["BDLM_TRAIN_SAMPLES"])
         super().__init__(cfg, protocol, device)
         if cfg["LLM_TRAIN_SAMPLES"] == 0:
             raise ValueError("BDLM trains the LLM and the domain model together: LLM_TRAIN_SAMPLES must be above 0")
