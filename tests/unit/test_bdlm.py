@@ -247,3 +247,15 @@ def test_bdlm_refuses_zero_shot_and_a_missing_sasrec_run(smoke):
         run_method("bdlm", cfg, protocol)
     with pytest.raises(ValueError, match="LLM_TRAIN_SAMPLES must be above 0"):
         run_method("bdlm", config.override(cfg, LLM_TRAIN_SAMPLES=0), protocol)
+
+
+def test_a_resumed_phase_scores_unrecorded_windows_as_ranking_scores_them(catalog):
+    model, tok = _llm(catalog)
+    tables = _domain().tables
+    embedder = IDEmbedder(tables.items, 64, users=tables.users, target_std=0.02)
+    rows = _rows(catalog, tok)
+    from workbench.mutual import score_rows
+    fresh = score_rows(model, tok, embedder, kl_items(tok, rows, catalog), rows["soft_ids"], "sum", 2.0)
+    ranked = rank.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
+    assert fresh.shape == (len(VIEW), 3)
+    assert torch.allclose(fresh, log_probs(np.stack(ranked["listed"]), 2.0), atol=1e-5)

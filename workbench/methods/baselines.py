@@ -17,9 +17,9 @@ from .base import Recommender, register
 NEURAL_PARAMS = ("EPOCHS", "PATIENCE", "BATCH_SIZE", "LEARNING_RATE", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
 
 
-def weights_file(folder: Path) -> Path:
-    """folder/weights.pt, or an error saying how to re-create it (weights stay out of git)."""
-    path = Path(folder) / "weights.pt"
+def weights_file(folder: Path, name: str = "weights.pt") -> Path:
+    """folder/name, or an error saying how to re-create it (weights stay out of git)."""
+    path = Path(folder) / name
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing (weights are not kept in git: re-run notebook 02_baselines, or "
                                 f"the run that wrote {Path(folder).name}, to re-create them)")

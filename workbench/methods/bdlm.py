@@ -33,6 +33,7 @@ from ..prompts import unified
 from ..rank import view_ranks
 from ..train import checkpoint_dir, train_sft, without_embedding_layers
 from .base import register
+from .baselines import weights_file
 from .llm import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths
 from .running import find_run, run_method
 
@@ -349,5 +350,5 @@ class BDLM(LLMRecommender):
         """The base model with the run's adapter and embedder, and its domain model."""
         rec = super().load(folder, record, device)
         st.load_embedder(rec.soft_embedder, folder / "adapter")
-        rec.domain.load_state_dict(torch.load(folder / "domain.pt", map_location=device, weights_only=True))
+        rec.domain.load_state_dict(torch.load(weights_file(folder, "domain.pt"), map_location=device, weights_only=True))
         return rec
