@@ -172,6 +172,9 @@ def test_bdlm_runs_evaluates_each_model_alone_and_reloads(smoke):
     assert alone.loc[users].tolist() == variants.loc[users, "llm_after"].tolist()
     domain = seqrec.sampled_ranks(loaded.domain, view).set_index("user_id")["rank"]  # the domain model, no LLM
     assert domain.loc[users].tolist() == variants.loc[users, "domain_after"].tolist()
+    (run.record_path.parent / "domain.pt").unlink()  # weights stay out of git: a clone has none
+    with pytest.raises(FileNotFoundError, match="re-run notebook 08_bdlm_information_sharing"):
+        load_method(results.load_run(run.record_path.parent))
 
 
 def test_an_interrupted_run_resumes_after_its_last_complete_round(smoke, tmp_path, capsys):

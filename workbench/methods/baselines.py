@@ -17,11 +17,11 @@ from .base import Recommender, register
 NEURAL_PARAMS = ("EPOCHS", "PATIENCE", "BATCH_SIZE", "LEARNING_RATE", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
 
 
-def weights_file(folder: Path, name: str = "weights.pt") -> Path:
+def weights_file(folder: Path, name: str = "weights.pt", notebook: str = "02_baselines") -> Path:
     """folder/name, or an error saying how to re-create it (weights stay out of git)."""
     path = Path(folder) / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing (weights are not kept in git: re-run notebook 02_baselines, or "
+        raise FileNotFoundError(f"{path} is missing (weights are not kept in git: re-run notebook {notebook}, or "
                                 f"the run that wrote {Path(folder).name}, to re-create them)")
     return path
 

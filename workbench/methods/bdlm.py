@@ -350,5 +350,5 @@ class BDLM(LLMRecommender):
         """The base model with the run's adapter and embedder, and its domain model."""
         rec = super().load(folder, record, device)
         st.load_embedder(rec.soft_embedder, folder / "adapter")
-        rec.domain.load_state_dict(torch.load(weights_file(folder, "domain.pt"), map_location=device, weights_only=True))
+        rec.domain.load_state_dict(torch.load(weights_file(folder, "domain.pt", "08_bdlm_information_sharing"), map_location=device, weights_only=True))
         return rec

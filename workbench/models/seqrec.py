@@ -149,7 +149,7 @@ def user_ids(frame: pd.DataFrame | None, n: int) -> torch.Tensor | None:
     """The `user_id` column as a LongTensor (None without one)."""
     if frame is None or "user_id" not in frame:
         return None
-    ids = torch.as_tensor(frame["user_id"].to_numpy(), dtype=torch.long)
+    ids = torch.tensor(frame["user_id"].tolist(), dtype=torch.long)
     if len(ids) != n:
         raise ValueError(f"{len(ids)} user ids for {n} histories")
     return ids
