@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench {assets,prepare,run,train,params}`; errors print one line that says what to do."""
+"""Command line: `python -m workbench {assets,prepare,run,train,report,params}`; errors print one line that says what to do."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,14 @@ def _train(args) -> None:
         print(f"adapter: {rec.adapter}")
 
 
+def _report(args) -> None:
+    from . import report
+    path, missing = report.write_report(args.profile, args.readme)
+    print(f"report written to {path}" + (f" and into {args.readme}" if args.readme else ""))
+    for label, cmd in missing.items():
+        print(f"missing: {label} (make it with `{cmd}`)")
+
+
 def _params(args) -> None:
     from . import config
     print(config.describe_all())
@@ -117,6 +125,10 @@ def main(argv=None) -> int:
     t.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
     t.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
     t.set_defaults(func=_train)
+    rp = sub.add_parser("report", help="write results/REPORT.md (every method on one table) from the saved runs")
+    rp.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    rp.add_argument("--readme", default=None, help="also replace the report block of this README (README.md)")
+    rp.set_defaults(func=_report)
     sub.add_parser("params", help="list every parameter: default, allowed values, meaning").set_defaults(func=_params)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -125,6 +125,8 @@ PARAMS: dict[str, Param] = {
     "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
     "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
     # ablations of every LLM method
+    "METHOD_SEEDS": _p([0], "list_int", "training seeds the comparison (notebook 09, the report) pools per method "
+                       "(>= 3 in the gpu profile)", low=0),
     "ABLATION_SEEDS": _p([0], "list_int", "training seeds per ablation arm (>= 3 in the gpu profile)", low=0),
     "ABLATION_EVAL_USERS": _p(16, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
     "ABLATION_TRAIN_SAMPLES": _p(8, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
@@ -204,7 +206,7 @@ PROFILES: dict[str, dict] = {
     # from the engine's speed-ups until measured there: docs/design.md, "The LLM engine")
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
-            "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
+            "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "METHOD_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
             "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256,
             "MAX_PROMPT_TOKENS": 1536, "BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": 1500, "DOMAIN_STEPS": 400,
             "BDLM_VALID_USERS": 200},

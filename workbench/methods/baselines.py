@@ -43,7 +43,9 @@ class SeqRecMethod(Recommender):
     def report(self, view: pd.DataFrame) -> dict:
         """Full-ranking metrics (all items, the user's earlier items excluded), labelled as such."""
         full = self.full_ranks(view)
-        return {"full_ranking": {k: round(v, 6) for k, v in M.summarize(full["rank"]).items()}}
+        params = sum(p.numel() for p in self.model.parameters()) if isinstance(self.model, torch.nn.Module) else 0
+        return {"full_ranking": {k: round(v, 6) for k, v in M.summarize(full["rank"]).items()},
+                "trainable_parameters": int(params)}
 
     @property
     def item_embeddings(self) -> torch.Tensor:

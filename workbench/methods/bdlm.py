@@ -322,6 +322,17 @@ class BDLM(LLMRecommender):
         self.last_ranks = view_ranks(view, llm)
         return self.last_ranks
 
+    def trainable_parameters(self) -> int:
+        """LoRA and the projector, the shared tables (two copies without sharing; none when frozen) and the domain
+        model's own network."""
+        lora = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        projector = sum(p.numel() for p in self.soft_embedder.projector.parameters())
+        tables = sum(t.weight.numel() for t in (self.domain.tables.items, self.domain.tables.users))
+        tables *= {"frozen": 0, "none": 2}.get(self.sharing, 1)
+        encoder = self.domain.encoder
+        network = sum(p.numel() for n, p in encoder.named_parameters() if not n.startswith("items.")) if encoder else 0
+        return int(lora + projector + tables + network)
+
     def round_table(self) -> pd.DataFrame:
         """One row per completed round: validation NDCG@10 of each model and the ensemble, mean losses, seconds."""
         return pd.DataFrame(self.rounds).round(6)

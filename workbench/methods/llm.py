@@ -165,10 +165,18 @@ class LLMRecommender(Recommender):
                 "valid_ratio": float(ranks["valid"].mean()), "hr1": float((ranks["rank"] == 1).mean()),
                 "answers": ranks["answer"].head(5).tolist()}
 
+    def trainable_parameters(self) -> int:
+        """Parameters training changed: the LoRA adapter's and the soft-token embedder's trainable ones (0 zero-shot)."""
+        lora = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        soft = (sum(p.numel() for p in self.soft_embedder.parameters() if p.requires_grad)
+                if self.soft_embedder is not None else 0)
+        return int(lora + soft) if self.sft_rows else 0
+
     def report(self, view: pd.DataFrame) -> dict:
         """Model, users, prompt lengths, SFT size, and generate-then-match beside likelihood ranking."""
         lengths = list(self.last_prompts)
         out = {"model": self.cfg["MODEL"], "eval_users": len(view), "sft_samples": self.sft_rows,
+               "trainable_parameters": self.trainable_parameters(),
                "prompt_tokens_mean": float(np.mean(lengths)), "prompt_tokens_max": int(max(lengths)),
                "variant": "LoRA SFT" if self.cfg["LLM_TRAIN_SAMPLES"] != 0 else "zero-shot"}
         if self.sft_rows:

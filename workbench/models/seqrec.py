@@ -162,7 +162,7 @@ def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu", us
         return model.all_scores(histories)
     model.eval()
     seq = pad_histories(histories, model.max_len)
-    users = None if users is None else torch.as_tensor(np.asarray(users), dtype=torch.long)
+    users = None if users is None else torch.tensor(np.asarray(users).tolist(), dtype=torch.long)
     out = []
     for start in range(0, len(seq), batch_size):
         who = None if users is None else users[start:start + batch_size].to(device)
