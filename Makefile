@@ -26,9 +26,11 @@ assets: setup
 prepare: assets
 	$(PY) -m workbench prepare
 
-# The main job: every notebook, executed with papermill; copies under runs/<timestamp>/, figures under figures/.
+# The main job: every notebook, executed with papermill; copies under runs/<timestamp>/, figures under figures/;
+# then the report of every method from the saved runs (results/REPORT.md; for the cpu profile also README.md's results).
 run: prepare
 	$(PY) -m workbench run --profile $(PROFILE)
+	$(PY) -m workbench report --profile $(PROFILE) $(if $(filter cpu,$(PROFILE)),--readme README.md)
 
 # The whole test suite: unit tests, then notebooks in the smoke profile (nbval + papermill).
 test: setup

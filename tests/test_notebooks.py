@@ -132,3 +132,13 @@ def test_bdlm_evaluates_both_models_before_and_after_on_the_mkv_users_and_ablate
     from workbench.methods.bdlm import arm_changes
     _check_ablation("bdlm", cfg, protocol, cfg["BDLM_ARMS"], arm_changes, bdlm,
                     LLM_TRAIN_SAMPLES=cfg["LLM_TRAIN_SAMPLES"])  # BDLM's arms train as its main run
+
+
+def test_the_comparison_found_every_method_and_wrote_the_report(smoke):
+    cfg, protocol = smoke
+    from workbench import report
+    comparison = report.collect(cfg, protocol)
+    assert comparison.missing == {} and list(comparison.ranks) == [e.label for e in report.ENTRIES]
+    text = report.report_path("smoke").read_text()
+    assert text == report.render(comparison, protocol)  # what notebook 09 wrote is what the saved runs give
+    assert all(f"| {e.label} |" in text for e in report.ENTRIES) and "no summary" not in text

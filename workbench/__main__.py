@@ -62,8 +62,9 @@ def _train(args) -> None:
 
 
 def _report(args) -> None:
-    from . import report
-    path, missing = report.write_report(args.profile, args.readme)
+    from . import config, report, runner
+    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    path, missing = report.write_report(config.resolve(args.profile, **params), args.readme)
     print(f"report written to {path}" + (f" and into {args.readme}" if args.readme else ""))
     for label, cmd in missing.items():
         print(f"missing: {label} (make it with `{cmd}`)")
@@ -127,6 +128,8 @@ def main(argv=None) -> int:
     t.set_defaults(func=_train)
     rp = sub.add_parser("report", help="write results/REPORT.md (every method on one table) from the saved runs")
     rp.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    rp.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                    help="a parameter the runs were made with")
     rp.add_argument("--readme", default=None, help="also replace the report block of this README (README.md)")
     rp.set_defaults(func=_report)
     sub.add_parser("params", help="list every parameter: default, allowed values, meaning").set_defaults(func=_params)

@@ -307,11 +307,10 @@ def with_report(readme: str, text: str) -> str:
     return f"{head}{BEGIN}\n{text.rstrip()}\n{END}{rest.split(END, 1)[1]}"
 
 
-def write_report(profile: str | None = None, readme: Path | None = None) -> tuple[Path, dict]:
-    """Write the report for a profile from its saved runs (and into `readme`'s generated block); returns the path and
-    the missing entries with their commands."""
+def write_report(cfg: dict, readme: Path | None = None) -> tuple[Path, dict]:
+    """Write the report for resolved parameters from their saved runs (and into `readme`'s generated block); returns
+    the path and the missing entries with their commands."""
     from .data.protocol import load_protocol
-    cfg = config.resolve(profile)
     protocol = load_protocol(cfg)
     comparison = collect(cfg, protocol)
     text = render(comparison, protocol)

@@ -149,3 +149,12 @@ def run_grid(name: str, cfg: dict, protocol, arms: dict, seeds, device: str = "c
             runs[(arm, seed)] = run
         ranks[arm] = np.stack(per_seed, axis=1)
     return Grid(users, ranks, runs)
+
+
+def seed_runs(name: str, cfg: dict, protocol, device: str = "cpu", run_name: str | None = None) -> dict:
+    """The method's run for every other training seed in METHOD_SEEDS (the comparison pools them per user)."""
+    runs = {}
+    for seed in (s for s in cfg["METHOD_SEEDS"] if s != cfg["SEED"]):
+        print(f"--- {run_name or name}: training seed {seed} (METHOD_SEEDS {cfg['METHOD_SEEDS']})")
+        runs[seed] = run_method(name, config.override(cfg, SEED=seed), protocol, device, run_name=run_name)
+    return runs
