@@ -197,19 +197,21 @@ def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str =
 
 def cost_accuracy(table: pd.DataFrame, cost: pd.DataFrame, metric: str = "NDCG@10", title: str = "", note: str = ""):
     """Accuracy (mean and 95% CI of `metric`, from a long CI table) against training time and ranking time per user,
-    one labelled point per method (from a cost table with numeric-like 'fit s' and 'rank s/user')."""
+    one marker per method (from a cost table with 'fit s' and 'rank s/user'); times under 1 ms are drawn at 1 ms."""
     rows = table[table["metric"] == metric].set_index("method")
     number = lambda v: float(str(v).replace(",", "")) if str(v) not in ("–", "None", "nan") else np.nan
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = sns.color_palette("colorblind", len(rows))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, column, label in zip(axes, ("fit s", "rank s/user"), ("training time (s)", "ranking time per user (s)")):
         for i, method in enumerate(rows.index):
             x = max(number(cost.loc[method, column]), 1e-3) if method in cost.index else np.nan
             r = rows.loc[method]
-            ax.errorbar(x, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], fmt="o",
-                        color=sns.color_palette("colorblind", len(rows))[i], capsize=3, label=method)
-            ax.annotate(method, (x, r["mean"]), textcoords="offset points", xytext=(5, 3), fontsize=7)
-        ax.set(xscale="log", xlabel=f"{label}, log scale", ylabel=f"{metric} (mean, 95% CI)", ylim=(0, 1))
-    axes[1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+            ax.errorbar(x, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], color=colours[i],
+                        fmt="osD^v<>ph*"[i % 10], markersize=7, capsize=3, label=method, alpha=0.9)
+        ax.set(xscale="log", xlabel=f"{label}, log scale (< 1 ms drawn at 1 ms)", ylabel=f"{metric} (mean, 95% CI)",
+               ylim=(0, 1))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     fig.suptitle(title)
     if note:
         fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
