@@ -196,20 +196,22 @@ def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str =
 
 
 def cost_accuracy(table: pd.DataFrame, cost: pd.DataFrame, metric: str = "NDCG@10", title: str = "", note: str = ""):
-    """Accuracy (mean and 95% CI of `metric`, from a long CI table) against training time and ranking time per user,
-    one marker per method (from a cost table with 'fit s' and 'rank s/user'); times under 1 ms are drawn at 1 ms."""
+    """Accuracy (mean and 95% CI of `metric`, from a long CI table) against training time, ranking time per user and
+    trainable parameters, one marker per method (from `report.Comparison.cost`); values under the axis floor (1 ms,
+    1 parameter) are drawn at it."""
     rows = table[table["metric"] == metric].set_index("method")
     number = lambda v: float(str(v).replace(",", "")) if str(v) not in ("–", "None", "nan") else np.nan
     colours = sns.color_palette("colorblind", len(rows))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for ax, column, label in zip(axes, ("fit s", "rank s/user"), ("training time (s)", "ranking time per user (s)")):
+    panels = [("fit s", "training time (s)", 1e-3), ("rank s/user", "ranking time per user (s)", 1e-3),
+              ("trainable parameters", "trainable parameters", 1)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.2), sharey=True)
+    for ax, (column, label, floor) in zip(axes, panels):
         for i, method in enumerate(rows.index):
-            x = max(number(cost.loc[method, column]), 1e-3) if method in cost.index else np.nan
+            x = max(number(cost.loc[method, column]), floor) if method in cost.index else np.nan
             r = rows.loc[method]
             ax.errorbar(x, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], color=colours[i],
                         fmt="osD^v<>ph*"[i % 10], markersize=7, capsize=3, label=method, alpha=0.9)
-        ax.set(xscale="log", xlabel=f"{label}, log scale (< 1 ms drawn at 1 ms)", ylabel=f"{metric} (mean, 95% CI)",
-               ylim=(0, 1))
+        ax.set(xscale="log", xlabel=f"{label}, log scale", ylabel=f"{metric} (mean, 95% CI)", ylim=(0, 1))
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
     fig.suptitle(title)
