@@ -80,7 +80,7 @@ class MutualSFTTrainer(SoftTokenSFTTrainer):
         return (total, out[1]) if return_outputs else total
 
     def candidate_scores(self, soft_ids: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        """(batch, candidates) title log-likelihoods of the rows' candidates after their prompts, soft tokens spliced."""
+        """(batch, candidates) title log-likelihoods of the rows' candidates after their prompts (soft tokens in)."""
         embedder = self.model.soft_embedder
         items = [dataclasses.replace(self.kl_items[r], soft=embedder(ids[ids != st.PAD_ID]))
                  for ids, r in zip(soft_ids, rows)]

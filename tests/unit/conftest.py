@@ -14,3 +14,11 @@ def catalog():
     """Users and items of the ml-100k fixture, as the prompts read them."""
     data = load_dataset("ml-100k", FIXTURES / "ml-100k")
     return kv.Catalog(data.users, data.items)
+
+
+@pytest.fixture
+def run_folders(tmp_path, monkeypatch):
+    """Saved runs and checkpoints in this test's own temporary folders."""
+    from workbench import results
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "results"))
+    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))

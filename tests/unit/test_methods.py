@@ -17,9 +17,8 @@ def smoke():
 
 
 @pytest.fixture(autouse=True)
-def tmp_results(tmp_path, monkeypatch):
-    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "results"))
-    monkeypatch.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+def _isolated(run_folders):
+    """Every test here writes its runs and checkpoints to its own temporary folders."""
 
 
 def test_registry_knows_every_method():

@@ -31,6 +31,7 @@ from ..mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs, score_
 from ..prompts import keyvalue as kv
 from ..prompts import unified
 from ..rank import view_ranks
+from ..results import short_hash
 from ..train import checkpoint_dir, train_sft, without_embedding_layers
 from .base import register
 from .baselines import weights_file
@@ -77,8 +78,8 @@ def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg
 class BDLM(LLMRecommender):
     """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
     name, label = "bdlm", "BDLM"
-    method_params = ("BDLM_TRAIN_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS", "BDLM_SHARING", "KL_LLM", "KL_DOMAIN",
-                     "KL_TEMPERATURE", "DOMAIN_STEPS")
+    method_params = ("BDLM_TRAIN_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS",
+                     "BDLM_SHARING", "KL_LLM", "KL_DOMAIN", "KL_TEMPERATURE", "DOMAIN_STEPS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         self.catalog = kv.Catalog(protocol.data.users, protocol.data.items)
@@ -222,9 +223,7 @@ class BDLM(LLMRecommender):
             print(f"round {r}: reloaded from {folder}")
             return saved["log"]
         start, kl = time.time(), self.kl_weights()
-        with torch.no_grad():
-            teacher = log_probs(bridge.candidate_logits(self.domain, view, self.device).cpu(),
-                                self.cfg["KL_TEMPERATURE"])
+        teacher = log_probs(self.domain_scores(view), self.cfg["KL_TEMPERATURE"])
         record, options = {}, {}
         if kl["llm"] or kl["domain"]:
             options = dict(trainer_cls=MutualSFTTrainer, kl_items=self.kl_items, teacher=teacher if kl["llm"] else None,
@@ -271,18 +270,20 @@ class BDLM(LLMRecommender):
         return torch.stack([record[i] for i in range(n)])
 
     # --- evaluation ----------------------------------------------------------------------------------------------
+    def domain_scores(self, view: pd.DataFrame) -> np.ndarray:
+        """The domain model's logits of each row's candidates, (rows, candidates)."""
+        with torch.no_grad():
+            return bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
+
     def scores(self, view: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """Both models' candidate scores on a view: the LLM's log-likelihoods and the domain model's logits."""
-        llm = self.view_scores(view)
-        with torch.no_grad():
-            domain = bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
-        return llm, domain
+        return self.view_scores(view), self.domain_scores(view)
 
     def cached_scores(self, view: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
         """Round 0's scores on a view; the LLM's are cached per user beside round 0's checkpoints (the arms and
         nested user subsets share round 0), the domain model's recomputed (cheap)."""
-        from ..results import short_hash
-        path = self.round0_dir / f"scores-{what}-{short_hash([self.cfg['SCORE_ORDERS'], self.cfg['SCORE_REDUCE']])}.pt"
+        scorer = short_hash([self.cfg["SCORE_ORDERS"], self.cfg["SCORE_REDUCE"]])
+        path = self.round0_dir / f"scores-{what}-{scorer}.pt"
         saved = torch.load(path, weights_only=False) if path.exists() else {}  # user -> (candidates, scores, listed)
         fresh = [u not in saved or saved[u][0] != tuple(c) for u, c in zip(view["user_id"], view["candidates"])]
         if any(fresh):
@@ -294,9 +295,7 @@ class BDLM(LLMRecommender):
         llm = pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
                             "scores": [saved[int(u)][1] for u in view["user_id"]],
                             "listed": [saved[int(u)][2] for u in view["user_id"]]})
-        with torch.no_grad():
-            domain = bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
-        return llm, domain
+        return llm, self.domain_scores(view)
 
     def validate(self, before: bool = False) -> dict:
         """NDCG@10 of the LLM, the domain model and the ensemble on the validation users."""
@@ -343,7 +342,8 @@ class BDLM(LLMRecommender):
         out = super().report(view)
         means = {c: {k: round(v, 6) for k, v in M.summarize(self.variants[c]).items()}
                  for c in self.variants.columns if c != "user_id"}
-        out.update(variants=means, rounds=self.round_table().astype(object).where(lambda d: d.notna(), None).to_dict("records"),
+        rounds = self.round_table().astype(object)
+        out.update(variants=means, rounds=rounds.where(rounds.notna(), None).to_dict("records"),
                    domain_model={"kind": self.cfg["DOMAIN_MODEL"], "run": self.domain_id, "digest": self.digest},
                    sharing=self.sharing, kl_in_effect=self.kl_weights(), diverged=self.diverged)
         return out
@@ -361,5 +361,6 @@ class BDLM(LLMRecommender):
         """The base model with the run's adapter and embedder, and its domain model."""
         rec = super().load(folder, record, device)
         st.load_embedder(rec.soft_embedder, folder / "adapter")
-        rec.domain.load_state_dict(torch.load(weights_file(folder, "domain.pt", "08_bdlm_information_sharing"), map_location=device, weights_only=True))
+        weights = weights_file(folder, "domain.pt", "08_bdlm_information_sharing")
+        rec.domain.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
         return rec
