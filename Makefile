@@ -26,11 +26,17 @@ assets: setup
 prepare: assets
 	$(PY) -m workbench prepare
 
-# The main job: every notebook, executed with papermill; copies under runs/<timestamp>/, figures under figures/;
-# then the report of every method from the saved runs (results/REPORT.md; for the cpu profile also README.md's results).
+# The main job: every notebook, executed with papermill (copies under runs/<timestamp>/). For the cpu profile this
+# refreshes the committed outputs (--refresh: executed notebooks written back into notebooks/, figures/, results/,
+# results/REPORT.md and README.md's results) and ends by naming the committed files it changed; other profiles write
+# to runs/ only, never over them.
+REFRESH := $(if $(filter cpu,$(PROFILE)),--refresh)
 run: prepare
-	$(PY) -m workbench run --profile $(PROFILE)
-	$(PY) -m workbench report --profile $(PROFILE) $(if $(filter cpu,$(PROFILE)),--readme README.md)
+	$(PY) -m workbench run --profile $(PROFILE) $(REFRESH)
+	$(PY) -m workbench report --profile $(PROFILE) $(REFRESH) $(if $(REFRESH),--readme README.md)
+	@$(if $(REFRESH),git status --short -- notebooks figures results README.md 2>/dev/null | awk '{print $$2}' \
+	  | cut -d/ -f1 | sort | uniq -c | awk 'BEGIN {print "committed outputs refreshed (review with git diff, then commit):"} \
+	  {print "  " $$2 ": " $$1 " file(s)"} END {if (NR == 0) print "  none changed"}')
 
 # The whole test suite: unit tests, then notebooks in the smoke profile (nbval + papermill).
 test: setup
@@ -40,9 +46,15 @@ test: setup
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
+# JupyterLab on the project root (README, figures/, results/, runs/ in its file browser), opening on notebooks/, with
+# the one kernel the notebooks name (the environment's python3) and autosave off (a half-run notebook is never written
+# back by itself; save with Ctrl-S). Figures and results of notebooks run there go to runs/scratch/.
 lab: setup
-	$(PY) -m ipykernel install --sys-prefix --name workbench --display-name "Python (workbench)" >/dev/null
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp configs/jupyterlab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	-$(VENV)/bin/jupyter kernelspec remove -y workbench >/dev/null 2>&1  # the second kernel older versions installed
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 clean-venv:
 	rm -rf $(VENV)

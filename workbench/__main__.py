@@ -42,7 +42,9 @@ def _run(args) -> None:
     from . import runner
     paths = runner.select_notebooks(args.notebooks)
     params = {key: runner.parse_value(value) for key, value in args.param or []}
-    summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.save_outputs, args.keep_going)
+    if args.refresh:
+        runner.check_refresh(args.profile, params)
+    summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.refresh, args.keep_going)
     total = sum(r["seconds"] for r in summary)
     print(f"all {len(summary)} notebook(s) ran in {total:.0f} s")
 
@@ -62,7 +64,9 @@ def _train(args) -> None:
 
 
 def _report(args) -> None:
-    from . import config, report, runner
+    from . import config, outputs, report, runner
+    if args.refresh:
+        os.environ[outputs.REFRESH_ENV] = "1"
     params = {key: runner.parse_value(value) for key, value in args.param or []}
     path, missing = report.write_report(config.resolve(args.profile, **params), args.readme)
     print(f"report written to {path}" + (f" and into {args.readme}" if args.readme else ""))
@@ -72,7 +76,7 @@ def _report(args) -> None:
 
 def _params(args) -> None:
     from . import config
-    print(config.describe_all())
+    print(config.describe_all(config.profile_name(args.profile)))
 
 
 # Error classes the CLI reports as one line, with their exit codes (anything else: exit 1, one line, the type named).
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
     r.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
     r.add_argument("--output-dir", default=None, help="where executed copies go (default runs/<timestamp>-<id>)")
-    r.add_argument("--save-outputs", action="store_true", help="write outputs back into notebooks/ (cleaned)")
+    r.add_argument("--refresh", action="store_true", help="remake the committed outputs (make run): figures/, "
+                   "results/ and the executed notebooks written back into notebooks/; cpu profile defaults only")
     r.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
     r.set_defaults(func=_run)
     t = sub.add_parser("train", help="fine-tune an LLM method (fit only); also under `accelerate launch`")
@@ -131,8 +136,12 @@ def main(argv=None) -> int:
     rp.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="a parameter the runs were made with")
     rp.add_argument("--readme", default=None, help="also replace the report block of this README (README.md)")
+    rp.add_argument("--refresh", action="store_true", help="write results/REPORT.md, the committed report (make run); "
+                    "else runs/scratch/results/")
     rp.set_defaults(func=_report)
-    sub.add_parser("params", help="list every parameter: default, allowed values, meaning").set_defaults(func=_params)
+    pa = sub.add_parser("params", help="list every parameter: its value in a profile, allowed values, meaning")
+    pa.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    pa.set_defaults(func=_params)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

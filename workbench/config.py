@@ -7,6 +7,7 @@ Reproduce: `python -m workbench run 02 --profile smoke -p SEED 1` (`python -m wo
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 from dataclasses import dataclass
 
@@ -247,9 +248,12 @@ def _number(name: str, spec: Param, value, kind: str):
 
 
 def check_value(name: str, value):
-    """The value converted to its parameter's type (tuples become lists), or a ConfigError saying what is allowed."""
+    """The value converted to its parameter's type (tuples become lists), or a ConfigError saying what is allowed.
+
+    A number given as text ("1") is refused, as on the command line; only a list may be spelt as text ("(0, 1)":
+    papermill injects tuples that way) and None as "None"."""
     spec = PARAMS[name]
-    if spec.kind != "str" or value in ("None",):
+    if value == "None" or (spec.kind.startswith("list") and isinstance(value, str)):
         value = _literal(value)
     if value is None:
         if spec.optional:
@@ -285,7 +289,8 @@ def resolve(profile: str | None = None, **overrides) -> dict:
     name = profile_name(profile)
     unknown = sorted(set(overrides) - set(PARAMS))
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}; valid: PROFILE, {', '.join(sorted(PARAMS))}")
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}{_nearest(unknown)}; valid: PROFILE, "
+                          f"{', '.join(sorted(PARAMS))}")
     values = {k: spec.default for k, spec in PARAMS.items()}
     values.update(PROFILES[name])
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -294,22 +299,100 @@ def resolve(profile: str | None = None, **overrides) -> dict:
     return {"PROFILE": name, **values}
 
 
+def _nearest(names) -> str:
+    """' (did you mean X?)' for the first unknown name close to a parameter's, else ''."""
+    for name in names:
+        near = difflib.get_close_matches(name, list(PARAMS), n=1, cutoff=0.6)
+        if near:
+            return f" (did you mean {near[0]}?)"
+    return ""
+
+
 def notebook_parameters(namespace: dict) -> dict:
-    """The UPPER_CASE names of a notebook's namespace (its parameters cell plus any injected by papermill)."""
+    """The UPPER_CASE names of a namespace (a script's globals; notebooks read their cells: cell_parameters)."""
     return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_")}
 
 
+INJECTED_MARK = "# Parameters"  # the first line of the cell papermill injects after the parameters cell
+
+
+def assignments(source: str) -> dict | None:
+    """{NAME: literal} of a cell made only of `UPPER_CASE = value` lines (and comments), else None; a value that is
+    not a literal there is an error naming its line."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    out = {}
+    if not tree.body or not all(isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                                and n.targets[0].id.isupper() for n in tree.body):
+        return None
+    for node in tree.body:
+        try:
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ConfigError(f"parameters cell, line {node.lineno}: {ast.unparse(node)} is not a plain value "
+                              f"(write a literal: a number, a string, None or a list)") from None
+    return out
+
+
+def cell_parameters(namespace: dict) -> dict | None:
+    """The parameters as the notebook's cells spell them, read from the kernel's input history (`In`): the latest
+    run of its parameters cell (the one that sets PROFILE), then papermill's injected cell if it ran after it.
+
+    So deleting an override and re-running the cell restores the profile's value, and UPPER_CASE scratch constants
+    of other cells are not parameters.  None when there is no such history (a script: use its globals)."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return None
+    cells = [(i, assignments(src)) for i, src in enumerate(history) if "PROFILE" in src or
+             src.lstrip().startswith(INJECTED_MARK)]
+    cells = [(i, a) for i, a in cells if a is not None]
+    own = [(i, a) for i, a in cells if "PROFILE" in a and not history[i].lstrip().startswith(INJECTED_MARK)]
+    if not own:
+        return None
+    last, params = own[-1][0], dict(own[-1][1])
+    for i, a in cells:
+        if i > last and history[i].lstrip().startswith(INJECTED_MARK):
+            params.update(a)
+    return params
+
+
 def resolve_notebook(namespace: dict) -> dict:
-    """Resolve a notebook's UPPER_CASE globals; an UPPER_CASE name that is not a parameter is an error."""
-    params = notebook_parameters(namespace)
+    """Resolve a notebook's parameters (its cells, else its UPPER_CASE globals); a name that is not a parameter is
+    an error that names it."""
+    params = cell_parameters(namespace)
+    params = notebook_parameters(namespace) if params is None else params
+    params = dict(params)
     profile = params.pop("PROFILE", None)
     return resolve(profile, **params)
 
 
-def describe_all() -> str:
-    """A table of every parameter: name, cpu default, what is allowed, meaning."""
-    rows = [f"{k:<24} {str(p.default):<28} {p.describe():<34} {p.doc}" for k, p in PARAMS.items()]
-    return "\n".join([f"{'parameter':<24} {'default (cpu)':<28} {'allowed':<34} meaning", *rows])
+def describe_all(profile: str = DEFAULT_PROFILE, width: int = 120) -> str:
+    """Every parameter with its value in `profile` (* where the profile changes the default), what is allowed and
+    what it means, wrapped to `width` columns."""
+    import textwrap
+    values = resolve(profile)
+    lines = [f"parameters of profile {profile} (* = this profile's own value; default in brackets)", ""]
+    for k, p in PARAMS.items():
+        mark = f" *  [default {p.default}]" if k in PROFILES[profile] else ""
+        lines.append(f"{k} = {values[k]!r}{mark}")
+        lines += textwrap.wrap(f"{p.describe()}. {p.doc}", width, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def format_parameters(cfg: dict, names, width: int = 110) -> str:
+    """`NAME=value` pairs for `names`, several per line within `width` columns; * marks a value that is not the
+    profile's (an override)."""
+    base = resolve(cfg["PROFILE"])
+    items = [f"{k}={cfg[k]!r}" + ("*" if cfg[k] != base.get(k) and k != "DEVICE" else "") for k in names]
+    lines, line = [], ""
+    for item in items:
+        if line and len(line) + 2 + len(item) > width:
+            lines.append(line)
+            line = ""
+        line = f"{line}  {item}" if line else item
+    return "\n".join([*lines, line] if line else lines)
 
 
 def override(cfg: dict, **changes) -> dict:

@@ -1,6 +1,7 @@
 """Data exploration: the statistics and figures of notebook 01, as small functions over the tidy data model."""
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ def sequence_lengths(data: Dataset):
     ax.hist(lengths, bins=np.logspace(np.log10(max(lengths.min(), 1)), np.log10(lengths.max()), 30), color="C1")
     ax.axvline(lengths.median(), color="k", ls="--", label=f"median {lengths.median():.0f}")
     ax.set(xscale="log", xlabel="interactions per user (log scale)", ylabel="users", title="Sequence lengths")
+    ticks = [t for t in (10, 20, 50, 100, 200, 500, 1000, 2000) if lengths.min() <= t <= lengths.max()]
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(frameon=False)
     return fig
 

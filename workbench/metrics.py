@@ -42,6 +42,11 @@ def per_user_metrics(ranks) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def chance_level(metric: str, n_candidates: int) -> float:
+    """The expected value of `metric` for a random ranker (target rank uniform on 1..n_candidates)."""
+    return float(per_user_metrics(np.arange(1, n_candidates + 1))[metric].mean())
+
+
 def summarize(ranks) -> dict:
     """Mean of each metric over users."""
     return per_user_metrics(ranks).mean().to_dict()
@@ -107,20 +112,28 @@ def paired_against(ranks_by_method: dict, reference: str, n_boot: int = 1000, se
                       for name, r in ranks_by_method.items() if name != reference})
 
 
-def by_group(ranks_by_method: dict, groups, metric: str = "NDCG@10") -> pd.DataFrame:
-    """Mean per-user `metric` of each method within each group of users (rank arrays and `groups` aligned by user):
-    long table (group, method, mean, users), groups in their categorical order."""
+def by_group(ranks_by_method: dict, groups, metric: str = "NDCG@10", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Mean per-user `metric` of each method within each group of users (rank arrays and `groups` aligned by user),
+    with a bootstrap 95% CI over the group's users: long table (group, method, mean, ci_low, ci_high, users), groups in
+    their categorical order."""
     groups = pd.Series(pd.Categorical(groups) if not isinstance(groups, pd.Categorical) else groups)
     lengths = {name: len(r) for name, r in ranks_by_method.items()}
     if any(n != len(groups) for n in lengths.values()):
         raise ValueError(f"{len(groups)} group labels but ranks of {lengths} users: align them by user")
-    frames = []
+    rows = []
     for name, r in ranks_by_method.items():
         values = per_user_metrics(np.asarray(r))[metric].to_numpy()
-        stats = pd.DataFrame({"group": groups, "value": values}).groupby("group", observed=False)["value"]
-        frames.append(pd.DataFrame({"group": stats.mean().index, "method": name, "mean": stats.mean().to_numpy(),
-                                    "users": stats.size().to_numpy()}))
-    return pd.concat(frames, ignore_index=True)
+        for group in groups.cat.categories:
+            v = values[(groups == group).to_numpy()]
+            lo = hi = np.nan
+            if len(v):
+                means = v[_bootstrap_indices(len(v), n_boot, seed)].mean(axis=1)
+                lo, hi = np.quantile(means, [0.025, 0.975])
+            rows.append({"group": group, "method": name, "mean": v.mean() if len(v) else np.nan,
+                         "ci_low": lo, "ci_high": hi, "users": len(v)})
+    out = pd.DataFrame(rows)
+    out["group"] = pd.Categorical(out["group"], categories=groups.cat.categories, ordered=groups.cat.ordered)
+    return out
 
 
 def quantile_groups(values, q: int = 3, unit: str = "") -> pd.Categorical:

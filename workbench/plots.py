@@ -1,7 +1,12 @@
-"""Figures people can read: labelled axes, CIs drawn, the protocol named; saved as PNG (and SVG) under figures/."""
+"""Figures people can read in a notebook column: one colour per method everywhere, chance lines, CIs, the run named.
+
+Every saved figure carries a footer naming the profile, seed, device, commit and each parameter that differs from the
+profile (set by `workbench.start`); PNG (and SVG) go to figures/ when refreshing the committed outputs, else to
+runs/scratch/figures (see outputs.py).  Figures stay within ~10 inches (one JupyterLab column at 100 dpi).
+"""
 from __future__ import annotations
 
-import os
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -9,52 +14,125 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+from . import outputs
+from .metrics import chance_level
 
 FIGURES_ENV = "WORKBENCH_FIGURES"
+WIDTH = 10.0  # inches: the widest figure that a notebook column shows at full size
+# a fixed colour per method, matched by the first keyword found in a series label (lower case), in this order
+METHOD_COLOURS = (
+    ("zero-shot", "#7f7f7f"), ("popularity", "#bcbd22"), ("sasrec", "#1f77b4"), ("gru4rec", "#17becf"),
+    ("trsr", "#2ca02c"), ("rsllm", "#9467bd"), ("bdlm", "#d62728"), ("mkv", "#ff7f0e"), ("mf", "#8c564b"),
+)
+# colours for labels that name no method (arms, groups): distinct from each other and from the methods' above
+OTHER_COLOURS = ("#e377c2", "#8c564b", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
+_CONTEXT: dict = {}
 
 
 def figures_dir() -> Path:
-    """$WORKBENCH_FIGURES, else figures/ at the repository root."""
-    path = Path(os.environ.get(FIGURES_ENV) or Path(__file__).resolve().parent.parent / "figures")
+    """$WORKBENCH_FIGURES, else figures/ when refreshing the committed outputs, else runs/scratch/figures."""
+    path = outputs.write_dir("figures", FIGURES_ENV)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def setup() -> None:
-    """One readable style for every notebook."""
+def setup(cfg: dict | None = None, commit: str | None = None) -> None:
+    """One readable style for every notebook; `cfg` (resolved parameters) names the run in every figure's footer."""
     sns.set_theme(context="notebook", style="whitegrid", font_scale=1.0)
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight",
                                 "svg.hashsalt": "workbench", "axes.titleweight": "bold"})
+    _CONTEXT.clear()
+    if cfg is not None:
+        _CONTEXT.update(footer=run_footer(cfg, commit))
+
+
+def run_footer(cfg: dict, commit: str | None = None) -> str:
+    """'profile cpu · seed 0 · device cpu · commit abc1234 · changed: HISTORY_LEN=20' for a resolved cfg."""
+    from . import config
+    base = config.resolve(cfg["PROFILE"])
+    changed = [f"{k}={cfg[k]}" for k in config.PARAMS if k != "DEVICE" and cfg.get(k) != base[k]]
+    parts = [f"profile {cfg['PROFILE']}", f"seed {cfg['SEED']}", f"device {cfg.get('DEVICE') or 'cpu'}"]
+    if commit:
+        parts.append(f"commit {commit[:7]}{'+dirty' if commit.endswith('+dirty') else ''}")
+    parts.append(f"changed from the profile: {', '.join(changed)}" if changed else "profile defaults")
+    return " · ".join(parts)
+
+
+def colour_of(label: str, others: dict | None = None) -> str:
+    """The fixed colour of the method a label names; labels naming none get the next unused OTHER_COLOURS entry
+    (`others` remembers them within one figure)."""
+    low = str(label).lower()
+    for key, colour in METHOD_COLOURS:
+        if key in low.replace("-", "") or key in low:
+            return colour
+    others = {} if others is None else others
+    if label not in others:
+        free = [c for c in OTHER_COLOURS if c not in others.values()]
+        others[label] = free[0] if free else OTHER_COLOURS[zlib.crc32(str(label).encode()) % len(OTHER_COLOURS)]
+    return others[label]
+
+
+def _below_everything(fig) -> float:
+    """The figure-coordinate y just below every axes and text drawn so far."""
+    fig.canvas.draw()
+    renderer, inverse = fig.canvas.get_renderer(), fig.transFigure.inverted()
+    boxes = [a.get_tightbbox(renderer) for a in fig.axes] + \
+        [t.get_window_extent(renderer) for t in [*fig.texts, *fig.legends]]
+    return min([0.0] + [inverse.transform(b)[0][1] for b in boxes if b is not None])
+
+
+def add_note(fig, note: str) -> None:
+    """A grey footnote under everything already in the figure (never over the axis labels)."""
+    if note:
+        fig.text(0.01, _below_everything(fig) - 0.01, note, fontsize=8, ha="left", va="top", color="0.35")
 
 
 def save(fig, name: str, svg: bool = False) -> Path:
-    """Write figures/<name>.png (and .svg) and return the PNG path."""
+    """Add the run's footer (profile, seed, device, commit, changed parameters), write figures/<name>.png (and .svg)
+    and return the PNG path."""
+    if _CONTEXT.get("footer") and not getattr(fig, "_workbench_footer", False):
+        add_note(fig, _CONTEXT["footer"])
+        fig._workbench_footer = True
     path = figures_dir() / f"{name}.png"
-    fig.savefig(path)
+    fig.savefig(path, metadata={"Software": None})
     if svg:
         fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
     return path
 
 
-def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title: str = "", note: str = ""):
-    """Grouped bars of mean metrics per method with 95% CI error bars, from metrics.ci_table output."""
+def _integer_steps(*axes) -> None:
+    """Step, epoch and round axes tick at whole numbers only."""
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title: str = "", note: str = "",
+                n_candidates: int = 20):
+    """One panel per metric, one horizontal bar per method (labelled on the axis, so any number of methods stays
+    readable) with its 95% CI, a dot at the mean (visible at 0) and a dashed line at a random ranker's level; from
+    metrics.ci_table output."""
     data = long[long["metric"].isin(metrics)]
     methods = list(dict.fromkeys(data["method"]))
-    fig, ax = plt.subplots(figsize=(2.5 + 1.3 * len(methods) * len(metrics) / 3, 4))
-    width = 0.8 / len(methods)
-    palette = sns.color_palette("colorblind", len(methods))
-    for i, method in enumerate(methods):
-        rows = data[data["method"] == method].set_index("metric").reindex(list(metrics))
-        x = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(metrics))]
-        ax.bar(x, rows["mean"], width, label=method, color=palette[i],
-               yerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]], capsize=3)
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_ylabel("score (mean over users, 95% CI)")
-    ax.set_ylim(0, 1)
-    ax.set_title(title)
-    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if note:
-        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
+    others: dict = {}
+    colours = [colour_of(m, others) for m in methods]
+    height = 1.2 + 0.32 * len(methods)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(WIDTH, height), sharey=True, squeeze=False)
+    y = np.arange(len(methods))[::-1]
+    for ax, metric in zip(axes[0], metrics):
+        rows = data[data["metric"] == metric].set_index("method").reindex(methods)
+        ax.barh(y, rows["mean"], 0.7, color=colours, alpha=0.85)
+        ax.errorbar(rows["mean"], y, xerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
+                    fmt="o", color="0.15", markersize=3.5, capsize=2.5, linewidth=1)
+        ax.axvline(chance_level(metric, n_candidates), color="0.3", linestyle="--", linewidth=1)
+        ax.set(xlim=(0, 1), title=metric, xlabel="mean over users (95% CI)")
+        ax.set_yticks(y, methods)
+        ax.grid(axis="y", visible=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    add_note(fig, "dashed line: a random ranker" + (f"; {note}" if note else f"; sampled ranking, {n_candidates} "
+                                                     f"candidates"))
     return fig
 
 
@@ -64,11 +142,12 @@ def training_curves(logs: dict, metric: str = "valid_ndcg10"):
     for name, log in logs.items():
         if log is None or len(log) == 0:
             continue
-        axes[0].plot(log["epoch"], log["train_loss"], marker=".", label=name)
-        axes[1].plot(log["epoch"], log[metric], marker=".", label=name)
+        axes[0].plot(log["epoch"], log["train_loss"], marker=".", label=name, color=colour_of(name))
+        axes[1].plot(log["epoch"], log[metric], marker=".", label=name, color=colour_of(name))
     axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="Training loss")
     axes[1].set(xlabel="epoch", ylabel=metric.replace("valid_ndcg10", "NDCG@10"), title="Validation (sampled, 20 candidates)")
     axes[1].legend(frameon=False)
+    _integer_steps(*axes)
     fig.tight_layout()
     return fig
 
@@ -83,28 +162,33 @@ def loss_curve(history: pd.DataFrame, title: str = "SFT loss (completion tokens)
                 label=f"moving mean of {window} steps")
     ax.set(xlabel="optimisation step", ylabel="cross-entropy", title=title)
     ax.legend(frameon=False)
+    _integer_steps(ax)
     return fig
 
 
 def position_bias(tables: dict, n_candidates: int, title: str = "HR@1 by where the target is listed"):
-    """HR@1 per target position (1 = listed first) under the stored order and order-averaged, one panel per model;
-    bars (right axis) count the users per position, the dotted line is a random ranker's 1/n."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.6), sharey=True, squeeze=False)
+    """HR@1 per target position (1 = listed first) under the stored order and, where more orders were scored,
+    order-averaged, one panel per model; bars (right axis) count the users per position, the dotted line is a random
+    ranker's 1/n."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(min(WIDTH, 5 * len(tables)), 3.6), sharey=True, squeeze=False)
     for ax, (name, t) in zip(axes[0], tables.items()):
         counts = ax.twinx()
         counts.bar(t.index, t["users"], color="0.85", width=0.8, zorder=0)
         counts.set_ylabel("users", color="0.5")
         counts.set_ylim(0, t["users"].max() * 3)  # bars stay in the lower third, under the lines
+        counts.yaxis.set_major_locator(MaxNLocator(integer=True))
         counts.grid(False)
         ax.set_zorder(counts.get_zorder() + 1)
         ax.patch.set_visible(False)
-        ax.plot(t.index, t["hr1_stored_order"], marker="o", label="stored order only")
-        ax.plot(t.index, t["hr1_order_averaged"], marker="s", label="order-averaged")
+        one_order = np.allclose(t["hr1_stored_order"], t["hr1_order_averaged"], equal_nan=True)
+        ax.plot(t.index, t["hr1_stored_order"], marker="o", color=colour_of(name),
+                label="stored order (the only order scored)" if one_order else "stored order only")
+        if not one_order:
+            ax.plot(t.index, t["hr1_order_averaged"], marker="s", color="0.2", label="order-averaged")
         ax.axhline(1 / n_candidates, color="0.4", linestyle=":", label="random")
         ax.set_xticks(range(1, n_candidates + 1, max(1, n_candidates // 10)))
-        ax.set(xlabel="target's position in the listed candidates (1 = first)", ylabel="HR@1", title=name,
-               xlim=(0.4, n_candidates + 0.6))
-    axes[0][0].legend(frameon=False)
+        ax.set(xlabel="target's listed position (1 = first)", ylabel="HR@1", title=name, xlim=(0.4, n_candidates + 0.6))
+    axes[0][0].legend(frameon=False, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -130,7 +214,7 @@ def loss_terms(history: pd.DataFrame, title: str = "SFT loss by term"):
     """The logged loss and each separately logged term (`loss_*` columns) per step; a dashed line where a new
     training stage starts (`stage` column)."""
     terms = [c for c in history.columns if c.startswith("loss_")]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
     axes[0].plot(history["step"], history["loss"], marker=".", label="total (optimised)")
     if "loss_lm" in history:
         axes[0].plot(history["step"], history["loss_lm"], marker=".", label="LM (completion tokens)")
@@ -145,38 +229,49 @@ def loss_terms(history: pd.DataFrame, title: str = "SFT loss by term"):
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(frameon=False)
+    _integer_steps(*axes)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str = ""):
-    """Mean metric per user group, one panel per grouping and one bar per method, user counts under the groups;
-    from {grouping name: metrics.by_group output}."""
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 3.8), sharey=True, squeeze=False)
+def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str = "", n_candidates: int = 20):
+    """Mean metric per user group with its 95% CI: one panel per grouping, one row per method, one bar colour per
+    group (user counts in the legend), a dashed line at a random ranker's level; from {grouping name:
+    metrics.by_group output}."""
+    first = next(iter(tables.values()))
+    methods = list(dict.fromkeys(first["method"]))
+    height = 1.4 + 0.45 * len(methods)
+    fig, axes = plt.subplots(1, len(tables), figsize=(WIDTH, height), sharey=True, squeeze=False)
+    y = np.arange(len(methods))[::-1]
     for ax, (grouping, frame) in zip(axes[0], tables.items()):
         groups = list(dict.fromkeys(frame["group"]))
-        methods = list(dict.fromkeys(frame["method"]))
-        width = 0.8 / len(methods)
-        for i, method in enumerate(methods):
-            rows = frame[frame["method"] == method].set_index("group").reindex(groups)
-            ax.bar([j + (i - (len(methods) - 1) / 2) * width for j in range(len(groups))], rows["mean"], width,
-                   label=method, color=sns.color_palette("colorblind", len(methods))[i])
-        users = frame.drop_duplicates("group").set_index("group")["users"].reindex(groups)
-        ax.set_xticks(range(len(groups)), [f"{g}\n({n} users)" for g, n in zip(groups, users)])
-        ax.set(xlabel=grouping, ylabel=f"{metric} (mean over users)", ylim=(0, 1))
-    axes[0][-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        shades = sns.color_palette("crest", len(groups))
+        width = 0.8 / len(groups)
+        for j, group in enumerate(groups):
+            rows = frame[frame["group"] == group].set_index("method").reindex(methods)
+            pos = y + ((len(groups) - 1) / 2 - j) * width
+            users = int(rows["users"].iloc[0])
+            ax.barh(pos, rows["mean"], width, color=shades[j], label=f"{group} ({users} users)")
+            if {"ci_low", "ci_high"} <= set(rows.columns):
+                ax.errorbar(rows["mean"], pos, xerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
+                            fmt="o", color="0.15", markersize=2.5, capsize=1.5, linewidth=0.8)
+        ax.axvline(chance_level(metric, n_candidates), color="0.3", linestyle="--", linewidth=1)
+        ax.set(xlim=(0, 1), xlabel=f"{metric} (mean over users, 95% CI)", title=grouping)
+        ax.set_yticks(y, methods)
+        ax.grid(axis="y", visible=False)
+        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.5 / height),
+                  title=grouping, title_fontsize=8)
     fig.suptitle(title)
-    if note:
-        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
     fig.tight_layout()
+    add_note(fig, "dashed line: a random ranker; groups of few users have wide CIs" + (f"; {note}" if note else ""))
     return fig
 
 
 def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str = ""):
     """Per round (0 = each model trained alone): validation NDCG@10 of each model (`*_valid_ndcg10` columns), and the
     mean training terms (`llm_loss*`, `domain_loss*` columns; none in round 0)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(WIDTH, 3.6))
     for column in (c for c in table.columns if c.endswith("_valid_ndcg10")):
         axes[0].plot(table["round"], table[column], marker="o", label=column.removesuffix("_valid_ndcg10"))
     for column in (c for c in table.columns if c.startswith(("llm_loss", "domain_loss"))):
@@ -188,10 +283,11 @@ def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str =
         ax.set_xticks(list(table["round"]))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(frameon=False)
+    axes[0].axhline(chance_level("NDCG@10", 20), color="0.3", linestyle="--", linewidth=1, label="random ranker")
+    axes[0].legend(frameon=False, fontsize=8)
     fig.suptitle(title)
-    if note:
-        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
     fig.tight_layout()
+    add_note(fig, note)
     return fig
 
 
@@ -201,21 +297,24 @@ def cost_accuracy(table: pd.DataFrame, cost: pd.DataFrame, metric: str = "NDCG@1
     1 parameter) are drawn at it."""
     rows = table[table["metric"] == metric].set_index("method")
     number = lambda v: float(str(v).replace(",", "")) if str(v) not in ("–", "None", "nan") else np.nan
-    colours = sns.color_palette("colorblind", len(rows))
+    others: dict = {}
+    colours = [colour_of(m, others) for m in rows.index]
     panels = [("fit s", "training time (s)", 1e-3), ("rank s/user", "ranking time per user (s)", 1e-3),
               ("trainable parameters", "trainable parameters", 1)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(WIDTH, 3.8), sharey=True)
     for ax, (column, label, floor) in zip(axes, panels):
         for i, method in enumerate(rows.index):
             x = max(number(cost.loc[method, column]), floor) if method in cost.index else np.nan
             r = rows.loc[method]
             ax.errorbar(x, r["mean"], yerr=[[r["mean"] - r["ci_low"]], [r["ci_high"] - r["mean"]]], color=colours[i],
-                        fmt="osD^v<>ph*"[i % 10], markersize=7, capsize=3, label=method, alpha=0.9)
-        ax.set(xscale="log", xlabel=f"{label}, log scale", ylabel=f"{metric} (mean, 95% CI)", ylim=(0, 1))
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9)
+                        fmt="osD^v<>ph*P"[i % 11], markersize=7, capsize=3, label=method, alpha=0.9)
+        ax.axhline(chance_level(metric, 20), color="0.3", linestyle="--", linewidth=1)
+        ax.set(xscale="log", xlabel=f"{label}\n(log scale)", ylim=(0, 1))
+    axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
     fig.suptitle(title)
-    if note:
-        fig.text(0.01, -0.02, note, fontsize=8, ha="left", va="top", color="0.35")
     fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, frameon=False, loc="upper center", bbox_to_anchor=(0.5, _below_everything(fig) - 0.01),
+               ncol=4, fontsize=9)
+    add_note(fig, "dashed line: a random ranker" + (f"; {note}" if note else ""))
     return fig

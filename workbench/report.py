@@ -19,7 +19,7 @@ from . import config, metrics as M
 from .assets import atomic_write
 from .methods import method_run_id
 from .methods import bdlm, rsllm, trsr
-from .results import Run, load_run, results_dir, short_hash
+from .results import Run, load_run, result_path, results_dir, short_hash
 
 NOTEBOOKS = {"02": "02_baselines", "03": "03_sft_multi_key_value", "04": "04_ablation_shuffle_mask",
              "05": "05_text_rich_summarization", "06": "06_ablation_summarization", "07": "07_rsllm_unified_prompts",
@@ -187,7 +187,7 @@ def ablation_summary(method: str, cfg: dict, protocol) -> tuple[pd.DataFrame | N
     arm_cfg = ablation_config(cfg, own)
     ids = [method_run_id(method, config.override(arm_cfg, **changes(arm), SEED=seed), protocol, f"{method}-{arm}")
            for arm in cfg[arms_param] for seed in cfg["ABLATION_SEEDS"]]
-    path = results_dir() / f"{method}-ablation-{cfg['PROFILE']}-{short_hash(sorted(ids))}.csv"
+    path = result_path(f"{method}-ablation-{cfg['PROFILE']}-{short_hash(sorted(ids))}.csv")
     if not path.exists():
         return None, command(notebook, cfg)
     return pd.read_csv(path, index_col="method"), path.name

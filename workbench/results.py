@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import metrics as M
-from . import runtime
+from . import outputs, runtime
 from .assets import sha256_of
 
 RESULTS_ENV = "WORKBENCH_RESULTS"
@@ -29,8 +29,14 @@ class ResultError(ValueError):
 
 
 def results_dir() -> Path:
-    """$WORKBENCH_RESULTS, else results/ at the repository root."""
-    return Path(os.environ.get(RESULTS_ENV) or Path(__file__).resolve().parent.parent / "results")
+    """Where runs are written: $WORKBENCH_RESULTS, else results/ when refreshing the committed outputs, else
+    runs/scratch/results (see outputs.py)."""
+    return outputs.write_dir("results", RESULTS_ENV)
+
+
+def result_path(name: str) -> Path:
+    """A saved run folder or file by name: the scratch copy first, then the committed one (outputs.locate)."""
+    return outputs.locate("results", RESULTS_ENV, name)
 
 
 def short_hash(obj) -> str:
@@ -132,7 +138,7 @@ def load_run(name_or_path) -> Run:
     """A saved run by run id or folder path; a damaged or half-written run is an error, never read."""
     folder = Path(name_or_path)
     if not folder.is_dir():
-        folder = results_dir() / str(name_or_path)
+        folder = result_path(str(name_or_path))
     path = folder / "metrics.json"
     if not path.exists():
         raise FileNotFoundError(f"no metrics.json in {folder}: run the notebook that writes it first")
@@ -149,9 +155,10 @@ def load_run(name_or_path) -> Run:
 
 
 def find_runs(prefix: str = "") -> list[str]:
-    """Run ids under results/ that start with `prefix`, sorted (temporary folders excluded)."""
-    root = results_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-                  and p.name.startswith(prefix) and (p / "metrics.json").exists())
+    """Run ids (scratch and committed) that start with `prefix`, sorted (temporary folders excluded)."""
+    found = set()
+    for root in outputs.read_dirs("results", RESULTS_ENV):
+        if root.is_dir():
+            found |= {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and p.name.startswith(prefix) and (p / "metrics.json").exists()}
+    return sorted(found)

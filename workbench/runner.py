@@ -1,12 +1,15 @@
 """Batch-run numbered notebooks with papermill: `python -m workbench run [NOTEBOOK ...] --profile cpu -p KEY VALUE`.
 
-Executed copies go to runs/<timestamp>/ with a run.json summary; --save-outputs also writes them back into notebooks/
-without noisy metadata (how the committed outputs are made).  Parameters are checked against each notebook's
-`parameters` cell first: a name that no selected notebook declares is refused before anything runs.
+Executed copies go to runs/<timestamp>/ with a run.json summary and their figures; results go to runs/scratch/.
+`--refresh` (what `make run` does) remakes the committed outputs instead: figures/, results/ and the executed notebooks
+written back into notebooks/ without noisy metadata, for the cpu profile's defaults only.  Parameters are checked
+against each notebook's `parameters` cell first: a name that no selected notebook declares is refused before anything
+runs.  Kernels always draw figures inline, whatever $MPLBACKEND the calling shell has.
 """
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import os
 import tempfile
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import config
+from . import config, outputs
 from .assets import atomic_write
 from .config import ConfigError, profile_name
 from .runtime import git_commit
@@ -27,6 +30,16 @@ NOTEBOOKS = ROOT / "notebooks"
 def list_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
     """The numbered notebooks (NN_name.ipynb), in order."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def nearest_notebook(name: str, available: list[Path]) -> str | None:
+    """The stem a mistyped name most likely meant: one that contains it, else the closest spelling."""
+    stems = [p.stem for p in available]
+    inside = [s for s in stems if name.lower() in s.lower()]
+    if len(inside) == 1:
+        return inside[0]
+    near = difflib.get_close_matches(name, inside or stems, n=1, cutoff=0.4)
+    return near[0] if near else None
 
 
 def select_notebooks(names, folder: Path = NOTEBOOKS) -> list[Path]:
@@ -42,7 +55,9 @@ def select_notebooks(names, folder: Path = NOTEBOOKS) -> list[Path]:
             continue
         matches = [p for p in available if p.stem == name or p.name == name or p.stem.split("_")[0] == name]
         if len(matches) != 1:
-            raise ConfigError(f"no single notebook matches {name!r}: choose from {', '.join(p.stem for p in available)}")
+            hint = f"did you mean {nearest_notebook(name, available)}? " if nearest_notebook(name, available) else ""
+            raise ConfigError(f"no single notebook matches {name!r}: {hint}choose from "
+                              f"{', '.join(p.stem for p in available)}")
         chosen.append(matches[0])
     return chosen
 
@@ -103,11 +118,14 @@ def clean_outputs(outputs: list) -> list:
     return cleaned
 
 
+KERNEL_DISPLAY_NAME = "Python 3 (ipykernel)"  # what ipykernel's own spec says: JupyterLab keeps it, not "modified"
+
+
 def clean_notebook(nb):
     """Drop the injected-parameters cell and papermill/execution metadata; tidy outputs; renumber counts 1..n."""
     nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     nb.metadata.pop("papermill", None)
-    nb.metadata.get("kernelspec", {}).update({"name": "python3", "display_name": "Python 3"})
+    nb.metadata.get("kernelspec", {}).update({"name": "python3", "display_name": KERNEL_DISPLAY_NAME})
     count = 0
     for cell in nb.cells:
         for key in ("papermill", "execution", "collapsed", "scrolled"):
@@ -124,10 +142,63 @@ def clean_notebook(nb):
     return nb
 
 
-def kernel_environment() -> dict:
-    """Environment variables for the notebook kernels: this checkout first on PYTHONPATH (not an installed copy)."""
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+# the kernel's own log (e.g. "Kernel is running over TCP without encryption") is not the notebook's output
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+NOISE = ("Warning:", "Training Loss", "IProgress", "without encryption")  # what no committed output may show
+
+
+def output_problems(cells) -> list[str]:
+    """What a reader would see wrong in executed cells [(source, outputs)]: a cell that saves a figure
+    (`plots.save(`) without an image, or a warning or progress table from the libraries in its output."""
+    problems = []
+    for source, outs in cells:
+        first = source.strip().splitlines()[0][:60] if source.strip() else ""
+        if "plots.save(" in source and not any("image/png" in o.get("data", {}) for o in outs):
+            problems.append(f"no figure shown by the cell that saves one: {first!r}")
+        text = "".join(_output_text(o) for o in outs)
+        for word in NOISE:
+            if word in text:
+                problems.append(f"{word!r} in the output of {first!r}")
+    return problems
+
+
+def _output_text(out) -> str:
+    """The text an output shows (stream text, plain and HTML representations)."""
+    if out.get("output_type") == "stream":
+        text = out.get("text", "")
+        return text if isinstance(text, str) else "".join(text)
+    data = out.get("data", {})
+    return "".join("".join(v) if isinstance(v, list) else str(v) for k, v in data.items() if k.startswith("text/"))
+
+
+def notebook_cells(path: Path) -> list:
+    """[(source, outputs)] of a saved notebook's code cells."""
+    nb = nbformat.read(str(path), as_version=4)
+    return [(c.source, c.get("outputs", [])) for c in nb.cells if c.cell_type == "code"]
+
+
+def kernel_environment(out_dir: Path | None = None, refresh: bool = False) -> dict:
+    """Environment variables for the notebook kernels: this checkout first on PYTHONPATH (not an installed copy),
+    figures drawn inline (a non-inline $MPLBACKEND would leave the executed copies without images), and where
+    outputs go: the committed folders when refreshing, else figures beside the executed copies in out_dir."""
     paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
-    return {"PYTHONPATH": os.pathsep.join(paths)}
+    env = {"PYTHONPATH": os.pathsep.join(paths), "MPLBACKEND": INLINE_BACKEND,
+           outputs.REFRESH_ENV: "1" if refresh else "0"}
+    if not refresh and out_dir is not None and not os.environ.get("WORKBENCH_FIGURES"):
+        env["WORKBENCH_FIGURES"] = str(Path(out_dir) / "figures")
+    return env
+
+
+def check_refresh(profile: str | None, params: dict) -> None:
+    """The committed outputs are the cpu profile's defaults: refuse --refresh with another profile or overrides."""
+    if profile_name(profile) != "cpu" or params:
+        given = [f"--profile {profile_name(profile)}"] * (profile_name(profile) != "cpu") + \
+                [f"-p {k} {v}" for k, v in params.items()]
+        raise ConfigError(f"--refresh remakes the committed outputs, which are the cpu profile's defaults: drop "
+                          f"{' '.join(given)} or --refresh (without it the run writes to runs/, never over them)")
 
 
 def new_run_dir(root: Path | None = None) -> Path:
@@ -144,8 +215,10 @@ def write_record(out_dir: Path, profile: str, summary: list, status: str) -> Pat
 
 
 def run_notebooks(paths, profile: str | None = None, params: dict | None = None, out_dir: Path | None = None,
-                  save_outputs: bool = False, keep_going: bool = False, progress: bool = True) -> list[dict]:
+                  refresh: bool = False, keep_going: bool = False, progress: bool = True) -> list[dict]:
     """Execute each notebook with papermill; prints per-notebook time; raises RuntimeError naming the failing cell.
+
+    refresh: write figures and results into the committed folders and each executed notebook back into its source.
 
     Parameters are checked (names against each notebook's parameters cell, values against their types and ranges)
     before any kernel starts; tuples are passed as lists (papermill has no tuple literal).
@@ -157,7 +230,7 @@ def run_notebooks(paths, profile: str | None = None, params: dict | None = None,
     config.resolve(profile, **{k: v for k, v in params.items() if k in config.PARAMS})  # types and ranges, now
     out_dir = Path(out_dir) if out_dir else new_run_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.update(kernel_environment())
+    os.environ.update(kernel_environment(out_dir, refresh))
     summary, failures = [], []
     try:
         for i, path in enumerate(paths, 1):
@@ -170,7 +243,8 @@ def run_notebooks(paths, profile: str | None = None, params: dict | None = None,
             write_record(out_dir, profile, summary, "running")
             try:
                 papermill.execute_notebook(str(path), str(output), parameters={"PROFILE": profile, **per_notebook[path]},
-                                           cwd=str(path.parent), progress_bar=progress, kernel_name="python3")
+                                           cwd=str(path.parent), progress_bar=progress, kernel_name="python3",
+                                           extra_arguments=KERNEL_ARGUMENTS)
                 record["status"] = "ok"
             except papermill.PapermillExecutionError as err:
                 record.update(status="failed", cell=err.exec_count, error=f"{err.ename}: {err.evalue}")
@@ -178,7 +252,7 @@ def run_notebooks(paths, profile: str | None = None, params: dict | None = None,
                                 f"{err.evalue.splitlines()[0] if err.evalue else ''} (traceback in {output})")
             record["seconds"] = round(time.time() - start, 1)
             print(f"    {record['status']} in {record['seconds']:.0f} s", flush=True)
-            if record["status"] == "ok" and save_outputs:
+            if record["status"] == "ok" and refresh:
                 nbformat.write(clean_notebook(nbformat.read(output, as_version=4)), str(path))
             if failures and not keep_going:
                 break

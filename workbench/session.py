@@ -35,13 +35,19 @@ def start(namespace: dict, quiet: bool = False) -> dict:
     check_checkout()
     warnings.filterwarnings("ignore", category=UserWarning)
     cfg = config.resolve_notebook(namespace)
-    declared = [k for k in config.notebook_parameters(namespace) if k != "PROFILE"]
+    cells = config.cell_parameters(namespace)
+    declared = [k for k in (config.notebook_parameters(namespace) if cells is None else cells) if k != "PROFILE"]
+    stale = [k for k, v in config.notebook_parameters(namespace).items()
+             if cells is not None and k in config.PARAMS and k not in cells and v is not None]
     runtime.seed_everything(cfg["SEED"])
     cfg["DEVICE"] = runtime.pick_device(cfg["DEVICE"])
     threads = runtime.set_threads(cfg["NUM_THREADS"])
-    plots.setup()
+    plots.setup(cfg, runtime.git_commit())
     if not quiet:
         print({k: v for k, v in runtime.versions().items() if v})
         print(f"profile={cfg['PROFILE']} device={cfg['DEVICE']} threads={threads} commit={runtime.git_commit()}")
-        print({k: cfg[k] for k in declared})
+        print(config.format_parameters(cfg, declared))
+    if stale:
+        print(f"note: {', '.join(stale)} set in the kernel but not in the parameters cell: the profile's value is "
+              f"used (set it in the parameters cell to change it)")
     return cfg

@@ -42,6 +42,48 @@ class StopOnNanLoss(TrainerCallback):
                                f"(now {args.learning_rate}) or check the data; checkpoints so far are kept")
 
 
+class TextProgress(TrainerCallback):
+    """One text progress bar per training run (step, loss), closed with a line that says how it ended; it replaces
+    the Trainer's notebook table, which stays empty until the run ends and repeats per ablation arm."""
+
+    def __init__(self, desc: str = "LoRA SFT"):
+        self.desc, self.bar, self.first = desc, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm import tqdm
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
+                            mininterval=10)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if self.bar is not None and loss is not None:
+            self.first = loss if self.first is None else self.first
+            self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        self.bar.close()
+        losses = [r["loss"] for r in state.log_history if "loss" in r]
+        told = f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
+        print(f"{self.desc}: {state.global_step} of {state.max_steps} step(s) done{told}", flush=True)
+        self.bar = None
+
+
+def use_text_progress(trainer, desc: str = "LoRA SFT") -> None:
+    """Swap the Trainer's own progress display (a notebook table or a tqdm.auto bar) for TextProgress."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from transformers.utils.notebook import NotebookProgressCallback
+    for callback in (NotebookProgressCallback, ProgressCallback, PrinterCallback):
+        trainer.remove_callback(callback)
+    trainer.add_callback(TextProgress(desc))
+
+
 class AdapterSFTTrainer(SFTTrainer):
     """SFTTrainer whose checkpoints hold the LoRA adapter alone, never the (unchanged) embedding matrices."""
 
@@ -231,6 +273,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
         processing_class=tokenizer, peft_config=None if is_peft(model) else lora_config(cfg),
         callbacks=[StopOnNanLoss(), *callbacks],
         **soft_kwargs, **trainer_kwargs)
+    use_text_progress(trainer)
     if cfg["SFT_PACKING"] == "packed":  # packing makes fewer, longer sequences: count them
         check_schedule(len(trainer.train_dataset), cfg, trainer.accelerator.num_processes)
     checkpoint = last_complete_checkpoint(output_dir) if resume else None

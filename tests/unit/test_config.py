@@ -48,7 +48,7 @@ def test_bad_values_are_refused_with_what_is_allowed(name, value, message):
 
 def test_values_are_converted_to_their_types():
     cfg = config.resolve("cpu", ABLATION_SEEDS="(0,)", LORA_TARGETS=("q_proj",), LLM_EVAL_USERS="None",
-                         LEARNING_RATE=1, SEED="2")
+                         LEARNING_RATE=1, SEED=2)
     assert cfg["ABLATION_SEEDS"] == [0] and cfg["LORA_TARGETS"] == ["q_proj"] and cfg["LLM_EVAL_USERS"] is None
     assert cfg["LEARNING_RATE"] == 1.0 and isinstance(cfg["LEARNING_RATE"], float) and cfg["SEED"] == 2
     with pytest.raises(config.ConfigError, match="multiple of NUM_HEADS"):
@@ -106,3 +106,45 @@ def test_notebooks_that_run_an_llm_method_accept_every_llm_parameter():
         missing = llm - seeds - declared  # the ablation sets its seeds and sizes through ABLATION_* parameters
         assert not missing, f"{path.name} does not accept {sorted(missing)}"
     assert len(checked) >= 2, checked  # notebooks 03 and 04 at least
+
+
+@pytest.mark.parametrize("name, text", [("SEED", "1"), ("LEARNING_RATE", "0.1"), ("LLM_EVAL_USERS", "8")])
+def test_numbers_given_as_text_are_refused(name, text):
+    with pytest.raises(config.ConfigError, match=f"{name} must be"):
+        config.resolve("cpu", **{name: text})
+
+
+PARAMS_CELL = "PROFILE = 'smoke'   # a comment\nSEED = None\nHISTORY_LEN = None"
+
+
+def test_a_deleted_override_goes_back_to_the_profile_value(capsys):
+    """In a live kernel the cell's text decides, not what an earlier run of it left in the namespace."""
+    ns = {"In": ["", PARAMS_CELL.replace("SEED = None", "SEED = 3"), "cfg = start(globals())"]}
+    ns.update(PROFILE="smoke", SEED=3, HISTORY_LEN=None)
+    assert start(ns)["SEED"] == 3
+    ns["In"] += [PARAMS_CELL.replace("SEED = None\n", ""), "cfg = start(globals())"]  # the line deleted, cell re-run
+    assert start(ns)["SEED"] == config.resolve("smoke")["SEED"]
+    assert "SEED set in the kernel but not in the parameters cell" in capsys.readouterr().out
+
+
+def test_papermill_injected_values_win_and_scratch_constants_are_not_parameters():
+    ns = {"In": ["", PARAMS_CELL, "# Parameters\nSEED = 4\n", "TOP_K = 5", "cfg = start(globals())"],
+          "PROFILE": "smoke", "SEED": 4, "TOP_K": 5}
+    assert start(ns)["SEED"] == 4  # TOP_K, a scratch constant of another cell, is not refused
+
+
+def test_a_wrong_name_in_the_parameters_cell_is_named_with_the_nearest_parameter():
+    ns = {"In": ["", PARAMS_CELL + "\nHISTORY_LENGTH = 20", "cfg = start(globals())"]}
+    with pytest.raises(config.ConfigError, match=r"HISTORY_LENGTH \(did you mean HISTORY_LEN\?\)"):
+        start(ns)
+    ns = {"In": ["", PARAMS_CELL.replace("SEED = None", "SEED = '1'"), "cfg = start(globals())"]}
+    with pytest.raises(config.ConfigError, match="SEED must be int >= 0, got '1'"):
+        start(ns)  # a number typed as text is refused in the cell as on the command line
+
+
+def test_params_shows_any_profile_within_120_columns(capsys):
+    from workbench.__main__ import main
+    assert main(["params", "--profile", "gpu"]) == 0
+    out = capsys.readouterr().out
+    assert "profile gpu" in out and "LLM_TRAIN_SAMPLES = 20000 *" in out
+    assert max(len(line) for line in out.splitlines()) <= 120

@@ -49,7 +49,7 @@ def test_failure_names_the_cell_and_the_error(tmp_path):
 
 def test_success_saves_clean_outputs(tmp_path):
     nb = _notebook(tmp_path / "01_ok.ipynb", "print('seed', SEED, PROFILE)")
-    summary = runner.run_notebooks([nb], "smoke", {"SEED": 4}, tmp_path / "out", save_outputs=True, progress=False)
+    summary = runner.run_notebooks([nb], "smoke", {"SEED": 4}, tmp_path / "out", refresh=True, progress=False)
     assert summary[0]["status"] == "ok"
     saved = nbformat.read(str(nb), as_version=4)
     assert len(saved.cells) == 2 and "papermill" not in saved.metadata  # injected cell and metadata dropped

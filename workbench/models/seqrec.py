@@ -237,5 +237,12 @@ def fit(model: nn.Module, train: pd.DataFrame, valid: pd.DataFrame, cfg: dict, d
             stale += 1
             if stale >= cfg["PATIENCE"]:
                 break
+    bar.close()
+    if progress:
+        best_epoch = max(log, key=lambda r: r["valid_ndcg10"])["epoch"]
+        why = (f"stopped early at epoch {epoch} of {cfg['EPOCHS']}: no validation gain for {cfg['PATIENCE']} "
+               f"epoch(s)") if epoch < cfg["EPOCHS"] else f"all {cfg['EPOCHS']} epochs run"
+        print(f"{type(model).__name__}: {why}; keeping epoch {best_epoch} (validation NDCG@10 {best:.3f})",
+              flush=True)
     model.load_state_dict(best_state)
     return pd.DataFrame(log)
