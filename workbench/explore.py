@@ -35,7 +35,7 @@ def sequence_lengths(data: Dataset):
 def user_attributes(data: Dataset):
     """Age histogram, gender shares and the most common occupations."""
     users = data.users
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), gridspec_kw={"width_ratios": [2, 1, 3]})
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4), gridspec_kw={"width_ratios": [2, 1, 3]})
     axes[0].hist(users["age"], bins=20, color="C2")
     axes[0].set(xlabel="age", ylabel="users", title="Age")
     gender = users["gender"].value_counts()

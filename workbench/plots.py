@@ -6,6 +6,7 @@ runs/scratch/figures (see outputs.py).  Figures stay within ~10 inches (one Jupy
 """
 from __future__ import annotations
 
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -24,7 +25,8 @@ WIDTH = 10.0  # inches: the widest figure that a notebook column shows at full s
 # a fixed colour per method, matched by the first keyword found in a series label (lower case), in this order
 METHOD_COLOURS = (
     ("zero-shot", "#7f7f7f"), ("popularity", "#bcbd22"), ("sasrec", "#1f77b4"), ("gru4rec", "#17becf"),
-    ("trsr", "#2ca02c"), ("rsllm", "#9467bd"), ("bdlm", "#d62728"), ("mkv", "#ff7f0e"), ("mf", "#8c564b"),
+    ("trsr", "#2ca02c"), ("rsllm", "#9467bd"), ("bdlm domain", "#8b1a1a"), ("bdlm ensemble", "#f08080"),
+    ("bdlm", "#d62728"), ("mkv", "#ff7f0e"), ("mf", "#8c564b"),
 )
 # colours for labels that name no method (arms, groups): distinct from each other and from the methods' above
 OTHER_COLOURS = ("#e377c2", "#8c564b", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd")
@@ -60,13 +62,18 @@ def run_footer(cfg: dict, commit: str | None = None) -> str:
     return " · ".join(parts)
 
 
-def colour_of(label: str, others: dict | None = None) -> str:
-    """The fixed colour of the method a label names; labels naming none get the next unused OTHER_COLOURS entry
-    (`others` remembers them within one figure)."""
+NEUTRAL = "#6f7f90"  # bars of rows that name no method (ablation arms): the row label says what they are
+
+
+def colour_of(label: str, others: dict | None = None, neutral: bool = False) -> str:
+    """The fixed colour of the method a label names; labels naming none get NEUTRAL (`neutral`) or the next unused
+    OTHER_COLOURS entry (`others` remembers them within one figure)."""
     low = str(label).lower()
     for key, colour in METHOD_COLOURS:
         if key in low.replace("-", "") or key in low:
             return colour
+    if neutral:
+        return NEUTRAL
     others = {} if others is None else others
     if label not in others:
         free = [c for c in OTHER_COLOURS if c not in others.values()]
@@ -84,9 +91,20 @@ def _below_everything(fig) -> float:
 
 
 def add_note(fig, note: str) -> None:
-    """A grey footnote under everything already in the figure (never over the axis labels)."""
+    """A grey footnote under everything already in the figure (never over the axis labels), wrapped to its width."""
     if note:
-        fig.text(0.01, _below_everything(fig) - 0.01, note, fontsize=8, ha="left", va="top", color="0.35")
+        chars = int(fig.get_size_inches()[0] * 14)  # 8-point text: about 14 characters per inch
+        fig.text(0.01, _below_everything(fig) - 0.01, "\n".join(textwrap.wrap(note, chars)), fontsize=8, ha="left",
+                 va="top", color="0.35")
+
+
+def _titled(fig, title: str) -> None:
+    """The figure's title above every panel title (tight_layout alone lets long panel titles run into it)."""
+    fig.tight_layout()
+    if title:
+        top = max(a.get_tightbbox(fig.canvas.get_renderer()).transformed(fig.transFigure.inverted()).y1
+                  for a in fig.axes)
+        fig.suptitle(title, y=top + 0.02, va="bottom")
 
 
 def save(fig, name: str, svg: bool = False) -> Path:
@@ -115,8 +133,7 @@ def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title:
     metrics.ci_table output."""
     data = long[long["metric"].isin(metrics)]
     methods = list(dict.fromkeys(data["method"]))
-    others: dict = {}
-    colours = [colour_of(m, others) for m in methods]
+    colours = [colour_of(m, neutral=True) for m in methods]
     height = 1.2 + 0.32 * len(methods)
     fig, axes = plt.subplots(1, len(metrics), figsize=(WIDTH, height), sharey=True, squeeze=False)
     y = np.arange(len(methods))[::-1]
@@ -129,8 +146,7 @@ def metric_bars(long: pd.DataFrame, metrics=("HR@1", "HR@10", "NDCG@10"), title:
         ax.set(xlim=(0, 1), title=metric, xlabel="mean over users (95% CI)")
         ax.set_yticks(y, methods)
         ax.grid(axis="y", visible=False)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
     add_note(fig, "dashed line: a random ranker" + (f"; {note}" if note else f"; sampled ranking, {n_candidates} "
                                                      f"candidates"))
     return fig
@@ -189,8 +205,7 @@ def position_bias(tables: dict, n_candidates: int, title: str = "HR@1 by where t
         ax.set_xticks(range(1, n_candidates + 1, max(1, n_candidates // 10)))
         ax.set(xlabel="target's listed position (1 = first)", ylabel="HR@1", title=name, xlim=(0.4, n_candidates + 0.6))
     axes[0][0].legend(frameon=False, fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
     return fig
 
 
@@ -228,10 +243,9 @@ def loss_terms(history: pd.DataFrame, title: str = "SFT loss by term"):
     axes[1].set(xlabel="optimisation step", ylabel="InfoNCE", title="contrastive terms (unweighted)")
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(frameon=False)
+            ax.legend(fontsize=8, framealpha=0.85)
     _integer_steps(*axes)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
     return fig
 
 
@@ -241,8 +255,9 @@ def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str =
     metrics.by_group output}."""
     first = next(iter(tables.values()))
     methods = list(dict.fromkeys(first["method"]))
-    height = 1.4 + 0.45 * len(methods)
-    fig, axes = plt.subplots(1, len(tables), figsize=(WIDTH, height), sharey=True, squeeze=False)
+    height = max(3.0, 1.4 + 0.45 * len(methods))
+    fig, axes = plt.subplots(1, len(tables), figsize=(min(WIDTH, 3 + 4.5 * len(tables)), height), sharey=True,
+                             squeeze=False)
     y = np.arange(len(methods))[::-1]
     for ax, (grouping, frame) in zip(axes[0], tables.items()):
         groups = list(dict.fromkeys(frame["group"]))
@@ -257,13 +272,15 @@ def by_group(tables: dict, metric: str = "NDCG@10", title: str = "", note: str =
                 ax.errorbar(rows["mean"], pos, xerr=[rows["mean"] - rows["ci_low"], rows["ci_high"] - rows["mean"]],
                             fmt="o", color="0.15", markersize=2.5, capsize=1.5, linewidth=0.8)
         ax.axvline(chance_level(metric, n_candidates), color="0.3", linestyle="--", linewidth=1)
-        ax.set(xlim=(0, 1), xlabel=f"{metric} (mean over users, 95% CI)", title=grouping)
+        ax.set(xlim=(0, 1), xlabel=f"{metric} (mean over users, 95% CI)", title=textwrap.fill(grouping, 40))
         ax.set_yticks(y, methods)
         ax.grid(axis="y", visible=False)
-        ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.12 - 0.5 / height),
-                  title=grouping, title_fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
+    renderer, inverse = fig.canvas.get_renderer(), fig.transFigure.inverted()
+    for ax in axes[0]:  # each grouping's legend under its own panel, below its axis label
+        box = ax.get_tightbbox(renderer).transformed(inverse)
+        fig.legend(*ax.get_legend_handles_labels(), loc="upper left", bbox_to_anchor=(box.x0, box.y0 - 0.01),
+                   frameon=False, fontsize=8)
     add_note(fig, "dashed line: a random ranker; groups of few users have wide CIs" + (f"; {note}" if note else ""))
     return fig
 
@@ -285,8 +302,7 @@ def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str =
             ax.legend(frameon=False)
     axes[0].axhline(chance_level("NDCG@10", 20), color="0.3", linestyle="--", linewidth=1, label="random ranker")
     axes[0].legend(frameon=False, fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
     add_note(fig, note)
     return fig
 
@@ -311,8 +327,7 @@ def cost_accuracy(table: pd.DataFrame, cost: pd.DataFrame, metric: str = "NDCG@1
         ax.axhline(chance_level(metric, 20), color="0.3", linestyle="--", linewidth=1)
         ax.set(xscale="log", xlabel=f"{label}\n(log scale)", ylim=(0, 1))
     axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
-    fig.suptitle(title)
-    fig.tight_layout()
+    _titled(fig, title)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, frameon=False, loc="upper center", bbox_to_anchor=(0.5, _below_everything(fig) - 0.01),
                ncol=4, fontsize=9)

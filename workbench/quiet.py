@@ -21,7 +21,8 @@ LOG_LINES = (
     ("transformers.trainer_utils", "mtime may not be reliable"),
 )
 # environment switches read by libraries at import: HF datasets' per-map progress bars (TRL prepares five per run)
-ENVIRONMENT = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+# and the Hugging Face hub's, which transformers follows ("Loading weights" at every model load)
+ENVIRONMENT = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 class _DropMessages(logging.Filter):

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -147,7 +148,8 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
-NOISE = ("Warning:", "Training Loss", "IProgress", "without encryption")  # what no committed output may show
+# what no committed output may show: warnings, the Trainer's notebook table, the kernel's TCP notice, library bars
+NOISE = ("Warning:", "Training Loss", "IProgress", "without encryption", "Loading weights", "examples/s]")
 
 
 def output_problems(cells) -> list[str]:
@@ -223,14 +225,34 @@ def run_notebooks(paths, profile: str | None = None, params: dict | None = None,
     Parameters are checked (names against each notebook's parameters cell, values against their types and ranges)
     before any kernel starts; tuples are passed as lists (papermill has no tuple literal).
     """
-    import papermill
     profile = profile_name(profile)
     params = {k: list(v) if isinstance(v, tuple) else v for k, v in (params or {}).items()}
     per_notebook = check_parameters(paths, params)
     config.resolve(profile, **{k: v for k, v in params.items() if k in config.PARAMS})  # types and ranges, now
     out_dir = Path(out_dir) if out_dir else new_run_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.update(kernel_environment(out_dir, refresh))
+    with environment(kernel_environment(out_dir, refresh)):
+        return _execute(paths, profile, per_notebook, out_dir, refresh, keep_going, progress)
+
+
+@contextmanager
+def environment(values: dict):
+    """os.environ with `values` set (the kernels inherit it), restored afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _execute(paths, profile, per_notebook, out_dir, refresh, keep_going, progress) -> list[dict]:
+    """run_notebooks' loop: each notebook in turn, its record kept up to date in run.json."""
+    import papermill
     summary, failures = [], []
     try:
         for i, path in enumerate(paths, 1):

@@ -143,7 +143,7 @@ def _sft_rows(catalog, tok, n=8):
     return kv.build_examples(catalog, view, tok, 4096)
 
 
-def test_lora_training_lowers_a_finite_loss_and_only_moves_the_adapter(data, catalog, tmp_path):
+def test_lora_training_lowers_a_finite_loss_and_only_moves_the_adapter(data, catalog, tmp_path, capsys):
     texts = list(data.items["title"]) + [kv.SYSTEM, "User: Watched Candidates age gender occupation zip"] * 3
     model, tok = load_llm("tiny", tiny_texts=texts, seed=0)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -152,6 +152,7 @@ def test_lora_training_lowers_a_finite_loss_and_only_moves_the_adapter(data, cat
     tuned, history = train.train_sft(model, tok, rows, cfg, tmp_path / "run")
     assert np.isfinite(history["loss"]).all() and len(history) == 8
     assert history["loss"].tail(2).mean() < history["loss"].head(2).mean()
+    assert "LoRA SFT: 8 of 8 step(s) done, loss" in capsys.readouterr().out  # one text line says how it ended
     lora = {k: v for k, v in tuned.named_parameters() if "lora_" in k}
     assert lora and any("lora_B" in k and v.abs().sum() > 0 for k, v in lora.items())  # B starts at zero
     base_after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
