@@ -1,4 +1,6 @@
 """Exploration never writes over the committed outputs: scratch by default, committed folders only when refreshing."""
+import os
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -50,7 +52,7 @@ def test_refresh_is_for_the_cpu_profile_defaults_only():
     assert main(["run", "02", "--refresh", "-p", "HISTORY_LEN", "20"]) == 2
 
 
-def test_kernels_draw_inline_whatever_the_shell_sets(tmp_path, monkeypatch):
+def test_kernels_draw_inline_whatever_the_shell_sets(tmp_path, monkeypatch, capfd):
     """A non-inline $MPLBACKEND (as test setups set) left every committed notebook without its figures."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook
@@ -66,6 +68,8 @@ def test_kernels_draw_inline_whatever_the_shell_sets(tmp_path, monkeypatch):
     saved = nbformat.read(str(path), as_version=4)
     assert any("image/png" in o.get("data", {}) for o in saved.cells[1].outputs)
     assert saved.metadata.kernelspec.display_name == runner.KERNEL_DISPLAY_NAME
+    assert "without encryption" not in capfd.readouterr().err  # the kernel's TCP notice no longer reaches the run
+    assert os.environ.get("MPLBACKEND") == "Agg" and outputs.REFRESH_ENV not in os.environ  # restored afterwards
 
 
 def test_a_mistyped_notebook_name_suggests_the_nearest():

@@ -83,3 +83,25 @@ def test_one_scored_order_draws_one_line():
     fig = plots.position_bias({"model": t}, 20)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "order-averaged" not in labels and "stored order (the only order scored)" in labels
+
+
+def test_sequence_length_ticks_are_plain_numbers():
+    """The log axis printed overlapping '2x10^1 3x10^1 ...' minor labels."""
+    import pandas as pd
+    from workbench.data.movielens import Dataset  # noqa: F401 - the loader's type, built here from a frame
+    from workbench import explore
+
+    class _Data:
+        interactions = pd.DataFrame({"user_id": np.repeat(np.arange(50), np.arange(20, 70))})
+    fig = explore.sequence_lengths(_Data())
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["20", "50"]
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))
+
+
+def test_the_setup_cell_prints_parameters_in_readable_lines():
+    cfg = config.resolve("cpu", HISTORY_LEN=20)
+    text = config.format_parameters(cfg, list(config.PARAMS))
+    assert max(len(line) for line in text.splitlines()) <= 110 and "HISTORY_LEN=20*" in text
+    assert "SEED=0 " in text or "SEED=0\n" in text

@@ -61,3 +61,15 @@ def test_popularity_and_full_ranking_exclude_seen_items():
 def test_unknown_baseline_name():
     with pytest.raises(ValueError, match="popularity, sasrec, gru4rec or mf"):
         seqrec.build_model("bert4rec", 10, config.resolve("smoke"))
+
+
+def test_a_run_that_stops_early_says_so(capsys):
+    """The bar stopped at "85% 17/20" with no word that early stopping ended it."""
+    cfg = config.resolve("smoke", EPOCHS=50, PATIENCE=1, HISTORY_LEN=5, LEARNING_RATE=1e-2, BATCH_SIZE=32)
+    train, valid = _toy()
+    torch.manual_seed(0)
+    log = seqrec.fit(seqrec.build_model("gru4rec", 9, cfg), train, valid, cfg)
+    out = capsys.readouterr().out
+    assert len(log) < 50 and f"stopped early at epoch {len(log)} of 50: no validation gain for 1 epoch(s)" in out
+    best = int(log.loc[log["valid_ndcg10"].idxmax(), "epoch"])
+    assert f"keeping epoch {best}" in out
