@@ -114,9 +114,9 @@ def save(fig, name: str, svg: bool = False) -> Path:
         add_note(fig, _CONTEXT["footer"])
         fig._workbench_footer = True
     path = figures_dir() / f"{name}.png"
-    fig.savefig(path, metadata={"Software": None})
+    fig.savefig(path, metadata={"Software": None}, bbox_inches="tight")
     if svg:
-        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None}, bbox_inches="tight")
     return path
 
 
@@ -177,7 +177,7 @@ def loss_curve(history: pd.DataFrame, title: str = "SFT loss (completion tokens)
         ax.plot(history["step"], history["loss"].rolling(window, min_periods=1).mean(), color="C0",
                 label=f"moving mean of {window} steps")
     ax.set(xlabel="optimisation step", ylabel="cross-entropy", title=title)
-    ax.legend(frameon=False)
+    ax.legend(fontsize=8, framealpha=0.9)
     _integer_steps(ax)
     return fig
 
@@ -296,12 +296,11 @@ def rounds(table: pd.DataFrame, title: str = "Collaborative rounds", note: str =
             axes[1].plot(table["round"], table[column], marker="o", label=column.replace("_", " "))
     axes[0].set(xlabel="round", ylabel="NDCG@10", title="Validation (sampled, 20 candidates)", ylim=(0, 1))
     axes[1].set(xlabel="round", ylabel="mean over the round", title="Training terms (KL terms unweighted)")
+    axes[0].axhline(chance_level("NDCG@10", 20), color="0.3", linestyle="--", linewidth=1, label="random ranker")
     for ax in axes:
         ax.set_xticks(list(table["round"]))
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(frameon=False)
-    axes[0].axhline(chance_level("NDCG@10", 20), color="0.3", linestyle="--", linewidth=1, label="random ranker")
-    axes[0].legend(frameon=False, fontsize=8)
+            ax.legend(fontsize=8, framealpha=0.9)  # framed: it may sit over a line
     _titled(fig, title)
     add_note(fig, note)
     return fig
