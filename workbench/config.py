@@ -358,14 +358,17 @@ def cell_parameters(namespace: dict) -> dict | None:
     return params
 
 
-def resolve_notebook(namespace: dict) -> dict:
-    """Resolve a notebook's parameters (its cells, else its UPPER_CASE globals); a name that is not a parameter is
-    an error that names it."""
-    params = cell_parameters(namespace)
-    params = notebook_parameters(namespace) if params is None else params
-    params = dict(params)
-    profile = params.pop("PROFILE", None)
-    return resolve(profile, **params)
+def notebook_values(namespace: dict) -> dict:
+    """The parameters a notebook gives (PROFILE included): its cells' text (cell_parameters), else, without an input
+    history, its UPPER_CASE globals."""
+    cells = cell_parameters(namespace)
+    return dict(notebook_parameters(namespace) if cells is None else cells)
+
+
+def changed_parameters(cfg: dict) -> list[str]:
+    """The parameters of a resolved cfg whose value is not its profile's (DEVICE aside: it is resolved at start)."""
+    base = resolve(cfg["PROFILE"])
+    return [k for k in PARAMS if k != "DEVICE" and cfg.get(k) != base[k]]
 
 
 def describe_all(profile: str = DEFAULT_PROFILE, width: int = 120) -> str:
@@ -384,8 +387,8 @@ def describe_all(profile: str = DEFAULT_PROFILE, width: int = 120) -> str:
 def format_parameters(cfg: dict, names, width: int = 110) -> str:
     """`NAME=value` pairs for `names`, several per line within `width` columns; * marks a value that is not the
     profile's (an override)."""
-    base = resolve(cfg["PROFILE"])
-    items = [f"{k}={cfg[k]!r}" + ("*" if cfg[k] != base.get(k) and k != "DEVICE" else "") for k in names]
+    changed = set(changed_parameters(cfg))
+    items = [f"{k}={cfg[k]!r}" + ("*" if k in changed else "") for k in names]
     lines, line = [], ""
     for item in items:
         if line and len(line) + 2 + len(item) > width:

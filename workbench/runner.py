@@ -56,7 +56,8 @@ def select_notebooks(names, folder: Path = NOTEBOOKS) -> list[Path]:
             continue
         matches = [p for p in available if p.stem == name or p.name == name or p.stem.split("_")[0] == name]
         if len(matches) != 1:
-            hint = f"did you mean {nearest_notebook(name, available)}? " if nearest_notebook(name, available) else ""
+            near = nearest_notebook(name, available)
+            hint = f"did you mean {near}? " if near else ""
             raise ConfigError(f"no single notebook matches {name!r}: {hint}choose from "
                               f"{', '.join(p.stem for p in available)}")
         chosen.append(matches[0])
@@ -160,15 +161,20 @@ def output_problems(cells) -> list[str]:
         first = source.strip().splitlines()[0][:60] if source.strip() else ""
         if "plots.save(" in source and not any("image/png" in o.get("data", {}) for o in outs):
             problems.append(f"no figure shown by the cell that saves one: {first!r}")
-        text = "".join(_output_text(o) for o in outs)
+        text = output_text([(source, outs)])
         for word in NOISE:
             if word in text:
                 problems.append(f"{word!r} in the output of {first!r}")
     return problems
 
 
-def _output_text(out) -> str:
-    """The text an output shows (stream text, plain and HTML representations)."""
+def output_text(cells) -> str:
+    """The text the outputs of cells [(source, outputs)] show (stream text, plain and HTML representations)."""
+    return "".join(_shown(o) for _, outs in cells for o in outs)
+
+
+def _shown(out) -> str:
+    """The text one output shows."""
     if out.get("output_type") == "stream":
         text = out.get("text", "")
         return text if isinstance(text, str) else "".join(text)
@@ -196,9 +202,9 @@ def kernel_environment(out_dir: Path | None = None, refresh: bool = False) -> di
 
 def check_refresh(profile: str | None, params: dict) -> None:
     """The committed outputs are the cpu profile's defaults: refuse --refresh with another profile or overrides."""
-    if profile_name(profile) != "cpu" or params:
-        given = [f"--profile {profile_name(profile)}"] * (profile_name(profile) != "cpu") + \
-                [f"-p {k} {v}" for k, v in params.items()]
+    name = profile_name(profile)
+    if name != "cpu" or params:
+        given = [f"--profile {name}"] * (name != "cpu") + [f"-p {k} {v}" for k, v in params.items()]
         raise ConfigError(f"--refresh remakes the committed outputs, which are the cpu profile's defaults: drop "
                           f"{' '.join(given)} or --refresh (without it the run writes to runs/, never over them)")
 

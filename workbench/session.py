@@ -34,18 +34,19 @@ def start(namespace: dict, quiet: bool = False) -> dict:
     """The notebook's resolved parameters (cfg; cfg['DEVICE'] is the device in use); raises on any bad parameter."""
     check_checkout()
     warnings.filterwarnings("ignore", category=UserWarning)
-    cfg = config.resolve_notebook(namespace)
-    cells = config.cell_parameters(namespace)
-    declared = [k for k in (config.notebook_parameters(namespace) if cells is None else cells) if k != "PROFILE"]
+    given = config.notebook_values(namespace)  # a name that is not a parameter is refused, named, by resolve
+    cfg = config.resolve(given.get("PROFILE"), **{k: v for k, v in given.items() if k != "PROFILE"})
+    declared = [k for k in given if k != "PROFILE"]
     stale = [k for k, v in config.notebook_parameters(namespace).items()
-             if cells is not None and k in config.PARAMS and k not in cells and v is not None]
+             if k in config.PARAMS and k not in given and v is not None]  # left in the kernel by an earlier run
     runtime.seed_everything(cfg["SEED"])
     cfg["DEVICE"] = runtime.pick_device(cfg["DEVICE"])
     threads = runtime.set_threads(cfg["NUM_THREADS"])
-    plots.setup(cfg, runtime.git_commit())
+    commit = runtime.git_commit()
+    plots.setup(cfg, commit)
     if not quiet:
         print({k: v for k, v in runtime.versions().items() if v})
-        print(f"profile={cfg['PROFILE']} device={cfg['DEVICE']} threads={threads} commit={runtime.git_commit()}")
+        print(f"profile={cfg['PROFILE']} device={cfg['DEVICE']} threads={threads} commit={commit}")
         print(config.format_parameters(cfg, declared))
     if stale:
         print(f"note: {', '.join(stale)} set in the kernel but not in the parameters cell: the profile's value is "

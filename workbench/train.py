@@ -47,7 +47,7 @@ class TextProgress(TrainerCallback):
     the Trainer's notebook table, which stays empty until the run ends and repeats per ablation arm."""
 
     def __init__(self, desc: str = "LoRA SFT"):
-        self.desc, self.bar, self.first = desc, None, None
+        self.desc, self.bar = desc, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         from tqdm import tqdm
@@ -62,7 +62,6 @@ class TextProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if self.bar is not None and loss is not None:
-            self.first = loss if self.first is None else self.first
             self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):

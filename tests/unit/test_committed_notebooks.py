@@ -23,13 +23,13 @@ def test_a_committed_notebook_names_the_kernel_jupyterlab_starts_and_no_machine_
     nb = nbformat.read(str(path), as_version=4)
     assert nb.metadata.kernelspec.display_name == runner.KERNEL_DISPLAY_NAME  # else opening it marks it modified
     assert nb.metadata.kernelspec.name == "python3"
-    text = "".join(runner._output_text(o) for _, outs in runner.notebook_cells(path) for o in outs)
+    text = runner.output_text(runner.notebook_cells(path))
     assert not MACHINE_PATHS.findall(text)
 
 
 def test_the_committed_notebooks_come_from_one_run_at_one_clean_commit():
     commits = set()
     for path in NOTEBOOKS:
-        text = "".join(runner._output_text(o) for _, outs in runner.notebook_cells(path) for o in outs)
+        text = runner.output_text(runner.notebook_cells(path))
         commits |= set(re.findall(r"commit=(\S+)", text))
     assert len(commits) == 1 and not next(iter(commits)).endswith("+dirty"), commits
