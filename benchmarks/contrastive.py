@@ -17,15 +17,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from workbench import config, softtokens as st
-from workbench.contrastive import ContrastiveSFTTrainer
+from workbench import config
+from workbench.llm import softtokens
+from workbench.methods.rsllm.contrastive import ContrastiveSFTTrainer
 from workbench.data.protocol import load_protocol
-from workbench.methods.llm import training_subset
-from workbench.models.llm import load_llm
-from workbench.models.projector import IDEmbedder
-from workbench.prompts import keyvalue as kv
-from workbench.prompts import unified
-from workbench.train import train_sft
+from workbench.llm.recommender import training_subset
+from workbench.llm.loading import load_llm
+from workbench.llm.projector import IDEmbedder
+from workbench.methods.mkv import prompts
+from workbench.llm import unified
+from workbench.llm.sft import train_sft
 
 VARIANTS = {"LM only": (0.0, 0.0), "+ user term": (0.1, 0.0), "+ item term": (0.0, 0.1), "+ both": (0.1, 0.1)}
 
@@ -33,7 +34,7 @@ VARIANTS = {"LM only": (0.0, 0.0), "+ user term": (0.1, 0.0), "+ item term": (0.
 def seconds_per_step(model_name: str, rows: pd.DataFrame, cfg: dict, catalog, lambdas, out: Path) -> tuple:
     """(s/step, steps) of one SFT run from a fresh model on `rows` (train_sft wall time, tokenisation included)."""
     model, tok = load_llm(model_name, "cpu", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)
-    st.add_soft_token(model, tok)
+    softtokens.add_soft_token(model, tok)
     torch.manual_seed(0)
     width = model.get_input_embeddings().weight.shape[1]
     embedder = IDEmbedder(torch.randn(len(catalog.items) + 1, 64), width, target_std=0.02)
@@ -55,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config.resolve("cpu", MODEL=args.model, SAVE_STEPS=10_000, WARMUP_STEPS=0)
     protocol = load_protocol(cfg)
-    catalog = kv.Catalog(protocol.data.users, protocol.data.items)
+    catalog = prompts.Catalog(protocol.data.users, protocol.data.items)
     view = training_subset(protocol, args.rows, cfg["N_NEGATIVES"], cfg["CANDIDATE_SEED"])
     _, tok = load_llm(args.model, "cpu", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)
     rows = unified.build_examples(catalog, view, tok, cfg["MAX_PROMPT_TOKENS"], "unified")

@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import config, engine, metrics as M, rank, runtime, train
+from workbench import config, metrics, process
+from workbench.llm import likelihood, scoring, sft
 from workbench.data.protocol import load_protocol
-from workbench.methods import get_method
+from workbench.recommender import get_method
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +95,7 @@ def ranking_inputs(mkv, users: int) -> tuple[list[str], list[list[str]], list[in
 
 def rank_agreement(a: list[np.ndarray], b: list[np.ndarray], targets: list[int]) -> str:
     """How many users' target ranks differ between two scorers, and how many of those have exact score ties."""
-    ra, rb = (M.ranks_from_scores(np.stack(s), targets) for s in (a, b))
+    ra, rb = (metrics.ranks_from_scores(np.stack(s), targets) for s in (a, b))
     differ = ra != rb
     tied = [len(set(np.round(x, 12))) < len(x) or len(set(np.round(y, 12))) < len(y)
             for x, y, d in zip(a, b, differ) if d]
@@ -105,17 +106,17 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
     """users/s and MFU of per-user prefix-shared scoring vs the batched engine; how far their scores and ranks agree."""
     model, tok = mkv.model, mkv.tokenizer
     prompts, titles, targets = ranking_inputs(mkv, users)
-    items = engine.make_items(tok, prompts, titles)
+    items = likelihood.make_items(tok, prompts, titles)
     n_body, h, v = non_embedding_params(model), model.config.hidden_size, model.config.vocab_size
     scored = sum(len(c) for it in items for c in it.candidates)
     flop = 2 * n_body * sum(it.length for it in items) + 2 * h * v * scored
-    size = batch_size or engine.auto_batch_size(model, max(it.length for it in items),
+    size = batch_size or likelihood.auto_batch_size(model, max(it.length for it in items),
                                                 max(sum(map(len, it.candidates)) for it in items), model.device)
-    variants = {"per-user (prefix-shared)": lambda: [rank.score_prefix_shared(model, tok, p, t)
+    variants = {"per-user (prefix-shared)": lambda: [scoring.score_prefix_shared(model, tok, p, t)
                                                      for p, t in zip(prompts, titles)],
-                f"batched ({size} per pass)": lambda: engine.score_items(model, items, tok.pad_token_id, batch_size=size,
+                f"batched ({size} per pass)": lambda: likelihood.score_items(model, items, tok.pad_token_id, batch_size=size,
                                                                      progress=False)}
-    engine.score_items(model, items[:1], tok.pad_token_id, progress=False)  # warm-up
+    likelihood.score_items(model, items[:1], tok.pad_token_id, progress=False)  # warm-up
     rows, scores = [], {}
     for name, run in variants.items():
         with torch.no_grad(), PeakMemory(model.device) as mem:
@@ -145,10 +146,10 @@ def bench_sft(mkv, cfg: dict, samples: int, variants, rate: float) -> tuple[list
         try:
             fresh = type(mkv)(config.override(cfg, **changes), mkv.protocol, mkv.device)  # a fresh base model
             n_body = non_embedding_params(fresh.model)
-            runtime.seed_everything(cfg["SEED"])
+            process.seed_everything(cfg["SEED"])
             with PeakMemory(fresh.device) as mem:
                 start = time.perf_counter()
-                _, log = train.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
+                _, log = sft.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
                                          resume=False)
                 seconds = time.perf_counter() - start
         except Exception as err:  # noqa: BLE001 - a variant this machine cannot run is a row, not the end of the table
@@ -175,7 +176,7 @@ def padding_bound(lengths: np.ndarray, batch: int, seed: int) -> str:
 
 def plot_curves(curves: dict, path: Path, title: str) -> None:
     """Loss per step of each SFT mode on one axis."""
-    from workbench import plots
+    from workbench.notebook import plots
     plots.setup()
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -204,7 +205,7 @@ def main() -> None:
     parser.add_argument("--sft", default=None, help="SFT variants SFT_PACKING[:ATTENTION], comma-separated (default: "
                         "padded, padding_free, packed with sdpa; on CUDA also padding_free:flex_attention)")
     args = parser.parse_args()
-    device = runtime.pick_device(args.device)
+    device = process.pick_device(args.device)
     cuda = device.startswith("cuda")
     profile = "smoke" if args.model == "tiny" else ("gpu" if cuda else "cpu")
     users = args.users or (943 if cuda else 16)
@@ -212,7 +213,7 @@ def main() -> None:
     if args.sft_batch:
         overrides["LLM_BATCH_SIZE"] = args.sft_batch
     cfg = config.resolve(profile, **overrides)
-    runtime.seed_everything(cfg["SEED"])
+    process.seed_everything(cfg["SEED"])
     protocol = load_protocol(cfg)
     mkv = get_method("mkv")(cfg, protocol, device)
     rate = matmul_rate(device)
@@ -223,7 +224,7 @@ def main() -> None:
     for kind in ("users/s", "tokens/s"):
         part = table["unit"] == kind
         table.loc[part, "speed-up"] = table.loc[part, "rate"] / table.loc[part, "rate"].iloc[0]
-    print(f"{args.model} on {runtime.device_description(device)}, torch {torch.__version__}, "
+    print(f"{args.model} on {process.device_description(device)}, torch {torch.__version__}, "
           f"{'bf16' if cuda else 'fp32'}, attention {mkv.model.config._attn_implementation}; matmul rate "
           f"{rate / 1e12:.2f} TFLOP/s (the MFU denominator); SFT batch {cfg['LLM_BATCH_SIZE']} x GRAD_ACCUM "
           f"{cfg['GRAD_ACCUM']}, LoRA r={cfg['LORA_R']}, dropout 0 (so padded and padding-free losses can match)")
@@ -234,7 +235,7 @@ def main() -> None:
     final = {m: float(c["loss"].iloc[-1]) for m, c in curves.items() if len(c)}
     print("final SFT loss per mode: " + ", ".join(f"{m} {v:.4f}" for m, v in final.items()))
     figure = ROOT / "figures" / f"benchmark_sft_loss_{'gpu' if cuda else 'cpu'}.png"
-    plot_curves(curves, figure, f"SFT loss, {args.model}, {runtime.device_description(device)}")
+    plot_curves(curves, figure, f"SFT loss, {args.model}, {process.device_description(device)}")
     print(f"loss curves: {figure.relative_to(ROOT)}")
 
 

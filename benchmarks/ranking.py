@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import config, rank, runtime
+from workbench import config, process
+from workbench.llm import scoring
 from workbench.data.protocol import load_protocol
-from workbench.methods import get_method
+from workbench.recommender import get_method
 
 
 def main() -> None:
@@ -28,29 +29,29 @@ def main() -> None:
     args = parser.parse_args()
     profile = "smoke" if args.model == "tiny" else "cpu"
     cfg = config.resolve(profile, MODEL=args.model, LLM_EVAL_USERS=args.users)
-    device = runtime.pick_device(args.device)
+    device = process.pick_device(args.device)
     protocol = load_protocol(cfg)
     mkv = get_method("mkv")(cfg, protocol, device)  # zero-shot MKV prompts on the seeded LLM_EVAL_USERS subset
     model, tok, catalog = mkv.model, mkv.tokenizer, mkv.catalog
     view = mkv.eval_view()
     prompts = mkv.prompts(view)["prompt"].tolist()
     titles = [[catalog.title(i) for i in c] for c in view["candidates"]]
-    rank.score_prefix_shared(model, tok, prompts[0], titles[0])  # warm-up
+    scoring.score_prefix_shared(model, tok, prompts[0], titles[0])  # warm-up
     timings, scores = {}, {}
-    for name, fn in [("prefix-shared", rank.score_prefix_shared), ("naive", rank.score_naive)]:
+    for name, fn in [("prefix-shared", scoring.score_prefix_shared), ("naive", scoring.score_naive)]:
         start = time.perf_counter()
         scores[name] = [fn(model, tok, p, t) for p, t in zip(prompts, titles)]
         timings[name] = (time.perf_counter() - start) / len(prompts)
     start = time.perf_counter()
     for p in prompts:
-        rank.generate_answer(model, tok, p)
+        scoring.generate_answer(model, tok, p)
     timings["generate-then-match"] = (time.perf_counter() - start) / len(prompts)
     p_len = np.mean([len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts])
-    c_len = np.mean([len(ids) for t in titles for ids in rank.completion_ids(tok, t)])
+    c_len = np.mean([len(ids) for t in titles for ids in scoring.completion_ids(tok, t)])
     n = len(titles[0])
     delta = max(np.abs(a - b).max() for a, b in zip(scores["prefix-shared"], scores["naive"]))
     table = pd.DataFrame({"s/user": timings}).assign(**{"speed-up vs naive": lambda d: timings["naive"] / d["s/user"]})
-    print(f"{args.model} on {runtime.device_description(device)}, {len(prompts)} users, N={n} candidates, "
+    print(f"{args.model} on {process.device_description(device)}, {len(prompts)} users, N={n} candidates, "
           f"p={p_len:.0f} prompt tokens, c={c_len:.1f} tokens per candidate (with end-of-turn), torch {torch.__version__}")
     print(table.round(3).to_string())
     print(f"FLOP floor of prefix sharing N(p+c)/(p+Nc) = {n * (p_len + c_len) / (p_len + n * c_len):.2f}x; "

@@ -33,12 +33,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llm_engine import PeakMemory  # noqa: E402  (the sibling benchmark's helper)
 
-from workbench import config, runtime  # noqa: E402
-from workbench import summarize as S  # noqa: E402
+from workbench import config, process  # noqa: E402
+from workbench.methods.trsr import summarize  # noqa: E402
 from workbench.data.protocol import load_protocol  # noqa: E402
 from workbench.data.splits import select_users  # noqa: E402
-from workbench.methods import get_method  # noqa: E402
-from workbench.methods.llm import prompt_lengths  # noqa: E402
+from workbench.recommender import get_method  # noqa: E402
+from workbench.llm.recommender import prompt_lengths  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "benchmarks"
@@ -114,14 +114,14 @@ def time_summaries(trsr, histories: dict, block_size: int, max_blocks: int, max_
     """One row per method: s/user (best of `repeats`, the methods interleaved), generations, tokens, decode steps."""
     best, failed = {}, {}
     for _ in range(repeats):
-        for method in S.METHODS:
+        for method in summarize.METHODS:
             if method in failed:
                 continue
             model = CountingModel(trsr.model, trsr.tokenizer.eos_token_id)
             try:
                 with PeakMemory(trsr.device) as mem:
                     start = time.perf_counter()
-                    out = S.summarize_users(model, trsr.tokenizer, histories, trsr.describe, method, block_size,
+                    out = summarize.summarize_users(model, trsr.tokenizer, histories, trsr.describe, method, block_size,
                                             max_blocks, trsr.cfg["RECENT_ITEMS"], max_new_tokens, batch_size,
                                             model_name="benchmark", progress=False, use_cache=False)
                     if str(trsr.device).startswith("cuda"):
@@ -133,7 +133,7 @@ def time_summaries(trsr, histories: dict, block_size: int, max_blocks: int, max_
             if method not in best or seconds < best[method][0]:
                 best[method] = (seconds, out.report, model, mem.peak)
     rows = []
-    for method in S.METHODS:
+    for method in summarize.METHODS:
         name = f"{method}, {max_blocks} block{'s' if max_blocks > 1 else ''}"
         if method in failed:
             print(f"{name} failed: {failed[method]}")
@@ -183,7 +183,7 @@ def main() -> None:
     blocks, edges = ints(args.blocks), ints(args.buckets)
     if not blocks or min(blocks) < 1 or not edges or edges != sorted(set(edges)) or args.users < 1:
         parser.error("--blocks needs values >= 1, --buckets increasing edges, --users >= 1")
-    device = runtime.pick_device(args.device)
+    device = process.pick_device(args.device)
     profile = args.profile or ("smoke" if args.model == "tiny" else ("gpu" if device.startswith("cuda") else "cpu"))
     overrides = {"TRSR_HISTORY": "hierarchical", "DEVICE": device}
     for key, value in (("MODEL", args.model), ("NUM_THREADS", args.threads), ("SUMMARY_TOKENS", args.max_new_tokens),
@@ -191,17 +191,17 @@ def main() -> None:
         if value is not None:
             overrides[key] = value
     cfg = config.resolve(profile, **overrides)
-    runtime.seed_everything(cfg["SEED"])
+    process.seed_everything(cfg["SEED"])
     protocol = load_protocol(cfg)
     trsr = get_method("trsr")(cfg, protocol, device)  # loads the model, sets the threads, holds describe/histories
     trsr.model.eval()
     block_size, new_tokens, batch = cfg["BLOCK_SIZE"], cfg["SUMMARY_TOKENS"], cfg["SUMMARY_BATCH_SIZE"]
-    params = {"profile": profile, "model": cfg["MODEL"], "device": runtime.device_description(device),
+    params = {"profile": profile, "model": cfg["MODEL"], "device": process.device_description(device),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": str(trsr.model.dtype),
               "users": args.users, "buckets": edges, "block_size": block_size, "max_blocks (tokens)": cfg["MAX_BLOCKS"],
               "blocks (timing)": blocks, "recent_items": cfg["RECENT_ITEMS"], "max_new_tokens": new_tokens,
               "batch_size": batch, "repeats": args.repeats, "seed": cfg["CANDIDATE_SEED"],
-              "max_prompt_tokens": cfg["MAX_PROMPT_TOKENS"], "commit": runtime.git_commit()}
+              "max_prompt_tokens": cfg["MAX_PROMPT_TOKENS"], "commit": process.git_commit()}
     print("\n".join(f"- {k}: {v}" for k, v in params.items()))
 
     tokens = pd.DataFrame()
@@ -214,7 +214,7 @@ def main() -> None:
 
     need = cfg["RECENT_ITEMS"] + block_size * max(blocks)
     histories = timing_users(trsr, args.users, need, cfg["CANDIDATE_SEED"])
-    S.generate_batch(trsr.model, trsr.tokenizer, [S.block_prompt(trsr.tokenizer, "- warm-up")], 2, 1)  # warm-up
+    summarize.generate_batch(trsr.model, trsr.tokenizer, [summarize.block_prompt(trsr.tokenizer, "- warm-up")], 2, 1)  # warm-up
     timing = pd.DataFrame([r for b in blocks for r in time_summaries(trsr, histories, block_size, b, new_tokens,
                                                                       batch, args.repeats)])
     hier = (timing[timing["method"] == "hierarchical"].set_index("blocks")["s/user"] if "s/user" in timing

@@ -17,16 +17,16 @@ from torch import nn  # noqa: E402
 
 from workbench import config  # noqa: E402
 from workbench.data.protocol import load_protocol  # noqa: E402
-from workbench.models import seqrec  # noqa: E402
+from workbench.methods.baselines import models  # noqa: E402
 
 
 def time_steps(name: str, protocol, cfg: dict, threads: int, steps: int) -> float:
     """Seconds per training step (forward, backward, Adam) on real batches."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = seqrec.build_model(name, protocol.n_items, cfg).train()
+    model = models.build_model(name, protocol.n_items, cfg).train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg["LEARNING_RATE"])
-    seq = seqrec.pad_histories(protocol.train["history"][: steps * cfg["BATCH_SIZE"]], cfg["HISTORY_LEN"])
+    seq = models.pad_histories(protocol.train["history"][: steps * cfg["BATCH_SIZE"]], cfg["HISTORY_LEN"])
     target = torch.tensor(protocol.train["target"].to_numpy()[: len(seq)])
     batches = [(seq[i:i + cfg["BATCH_SIZE"]], target[i:i + cfg["BATCH_SIZE"]])
                for i in range(0, len(seq), cfg["BATCH_SIZE"])]
@@ -53,7 +53,7 @@ def main() -> None:
     for name in ("sasrec", "gru4rec"):
         one = time_steps(name, protocol, cfg, 1, args.steps)
         many = time_steps(name, protocol, cfg, args.threads, args.steps)
-        rows.append({"model": name, "params": sum(p.numel() for p in seqrec.build_model(name, protocol.n_items, cfg).parameters()),
+        rows.append({"model": name, "params": sum(p.numel() for p in models.build_model(name, protocol.n_items, cfg).parameters()),
                      "s/step 1 thread": round(one, 4), f"s/step {args.threads} threads": round(many, 4),
                      f"speed-up {args.threads} vs 1": round(one / many, 2)})
     print(f"batch {cfg['BATCH_SIZE']}, history {cfg['HISTORY_LEN']}, dim {cfg['EMBED_DIM']}, {args.steps} steps, "

@@ -14,7 +14,7 @@ def _assets(args) -> None:
     for name, path in assets.fetch_all(args.only).items():
         print(f"{name}: {path}")
     if not args.only or "smollm2-135m" in args.only:
-        from .models.llm import smollm2_folder
+        from .llm.loading import smollm2_folder
         print(f"smollm2-135m (Hugging Face folder): {smollm2_folder()}")
 
 
@@ -39,19 +39,20 @@ def _prepare(args) -> None:
 
 
 def _run(args) -> None:
-    from . import runner
-    paths = runner.select_notebooks(args.notebooks)
-    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    from .notebook import batch
+    paths = batch.select_notebooks(args.notebooks)
+    params = {key: batch.parse_value(value) for key, value in args.param or []}
     if args.refresh:
-        runner.check_refresh(args.profile, params)
-    summary = runner.run_notebooks(paths, args.profile, params, args.output_dir, args.refresh, args.keep_going)
+        batch.check_refresh(args.profile, params)
+    summary = batch.run_notebooks(paths, args.profile, params, args.output_dir, args.refresh, args.keep_going)
     total = sum(r["seconds"] for r in summary)
     print(f"all {len(summary)} notebook(s) ran in {total:.0f} s")
 
 
 def _train(args) -> None:
-    from . import config, distributed, runner
-    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    from . import config, distributed
+    from .notebook import batch
+    params = {key: batch.parse_value(value) for key, value in args.param or []}
     profile = params.pop("PROFILE", None)
     if profile is not None and args.profile is not None and profile != args.profile:
         raise ValueError(f"--profile {args.profile} and -p PROFILE {profile} disagree: give one")
@@ -64,10 +65,12 @@ def _train(args) -> None:
 
 
 def _report(args) -> None:
-    from . import config, outputs, report, runner
+    from . import config, outputs
+    from .evaluation import report
+    from .notebook import batch
     if args.refresh:
         os.environ[outputs.REFRESH_ENV] = "1"
-    params = {key: runner.parse_value(value) for key, value in args.param or []}
+    params = {key: batch.parse_value(value) for key, value in args.param or []}
     path, missing = report.write_report(config.resolve(args.profile, **params), args.readme)
     print(f"report written to {path}" + (f" and into {args.readme}" if args.readme else ""))
     for label, cmd in missing.items():

@@ -3,6 +3,8 @@
 Every parameter has a type, an allowed range or set, and a one-line meaning (`PARAMS`); `resolve` fills the profile's
 values, applies overrides, and refuses an unknown name, a wrong type or a value out of range before anything runs.
 Reproduce: `python -m workbench run 02 --profile smoke -p SEED 1` (`python -m workbench params` lists them all).
+
+Longer than 300 lines: the shared parameter table (one typed entry per parameter) is most of it.
 """
 from __future__ import annotations
 
@@ -13,11 +15,6 @@ from dataclasses import dataclass
 
 PROFILE_ENV = "WORKBENCH_PROFILE"
 DEFAULT_PROFILE = "cpu"
-AUGMENTS = ("none", "shuffle", "mask", "both")
-TRSR_HISTORIES = ("hierarchical", "recurrent", "full", "recent")
-TRSR_ARMS = TRSR_HISTORIES + ("pointwise",)
-RSLLM_ARMS = ("text", "id", "unified_1stage", "unified_2stage", "no_user_nce", "no_item_nce")
-BDLM_SHARINGS = ("none", "frozen", "one_way", "mutual")
 
 
 class ConfigError(ValueError):
@@ -60,6 +57,7 @@ class Param:
 
 
 def _p(default, kind, doc, **kw) -> Param:
+    """A Param (shorthand for the table below and the methods' blocks)."""
     return Param(default, kind, doc, **kw)
 
 
@@ -121,10 +119,6 @@ PARAMS: dict[str, Param] = {
                       "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
                       choices=("padded", "padding_free", "packed")),
     "GEN_EVAL_USERS": _p(4, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
-    # MKV
-    "AUGMENT": _p("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
-    "MASK_P": _p(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0, high=1),
-    "ABLATION_ARMS": _p(list(AUGMENTS), "list_str", "MKV ablation arms", choices=AUGMENTS),
     # ablations of every LLM method
     "METHOD_SEEDS": _p([0], "list_int", "training seeds the comparison (notebook 09, the report) pools per method "
                        "(>= 3 in the gpu profile)", low=0),
@@ -132,66 +126,9 @@ PARAMS: dict[str, Param] = {
     "ABLATION_EVAL_USERS": _p(16, "int", "LLM_EVAL_USERS of each ablation arm; None = all", low=1, optional=True),
     "ABLATION_TRAIN_SAMPLES": _p(8, "int", "LLM_TRAIN_SAMPLES of each ablation arm; None = all", low=0,
                                  optional=True),
-    # LLM-TRSR
-    "TRSR_HISTORY": _p("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, or "
-                       "no summary: full (every item, cut to MAX_PROMPT_TOKENS) or recent (RECENT_ITEMS only)",
-                       choices=TRSR_HISTORIES),
-    "TRSR_SCORING": _p("listwise", "str", "LLM-TRSR: listwise (all candidates in one prompt, title likelihood) or "
-                       "pointwise (one yes/no prompt per candidate, log P(yes); trained 1 positive : 1 negative)",
-                       choices=("listwise", "pointwise")),
-    "BLOCK_SIZE": _p(5, "int", "LLM-TRSR: items per summarised block", low=1),
-    "MAX_BLOCKS": _p(2, "int", "LLM-TRSR: most recent blocks summarised (older items are left out)", low=1),
-    "RECENT_ITEMS": _p(5, "int", "LLM-TRSR: most recent items listed after the summary (not summarised)", low=0),
-    "SUMMARY_TOKENS": _p(64, "int", "LLM-TRSR: max_new_tokens of each summary generation", low=1),
-    "SUMMARY_BATCH_SIZE": _p(32, "int", "LLM-TRSR: prompts per batched generation (does not change the summaries)",
-                             low=1),
-    "SUMMARY_SHOW_USERS": _p(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
-    "TRSR_ARMS": _p(list(TRSR_ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (listwise), and "
-                    "pointwise (hierarchical summary, pointwise scoring)", choices=TRSR_ARMS),
-    # RSLLM
-    "RSLLM_PROMPT": _p("unified", "str", "RSLLM: items in the prompt as their title (text), their projected SASRec ID "
-                       "embedding as a soft token (id), or both (unified)", choices=("text", "id", "unified")),
-    "RSLLM_STAGES": _p(2, "int", "RSLLM: 2 = text-only SFT first, then RSLLM_PROMPT prompts continuing the adapter; "
-                       "1 = RSLLM_PROMPT prompts only", low=1, high=2),
-    "LAMBDA_USER": _p(0.1, "float", "RSLLM: weight of InfoNCE(prompt's last hidden state, target's ID embedding)",
-                      low=0),
-    "LAMBDA_ITEM": _p(0.1, "float", "RSLLM: weight of InfoNCE(title's hidden states, item's ID embedding)", low=0),
-    "NCE_TEMPERATURE": _p(0.1, "float", "RSLLM: InfoNCE temperature", low=0.001, high=10),
-    "ALIGN_ITEMS": _p(32, "int", "RSLLM: items per batch in the ID-text InfoNCE term (a seeded sample)", low=2),
-    "ID_EMBEDDINGS": _p("frozen", "str", "RSLLM: the SASRec item table frozen, or tuned with the projector",
-                        choices=("frozen", "tuned")),
+    # methods with ID embeddings (RSLLM, BDLM)
     "ID_MODEL_SEED": _p(0, "int", "RSLLM, BDLM: training seed of the saved SASRec run (notebook 02) whose item table "
                         "(BDLM: whole model, DOMAIN_MODEL) is read", low=0),
-    "RSLLM_ARMS": _p(list(RSLLM_ARMS), "list_str", "RSLLM ablation arms: text, id, unified_1stage, unified_2stage "
-                     "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term)",
-                     choices=RSLLM_ARMS),
-    # BDLM
-    "DOMAIN_MODEL": _p("sasrec", "str", "BDLM: the domain model whose tables start the information-sharing module: a "
-                       "saved run of notebook 02 (sasrec, gru4rec) or mf (trained on first use)",
-                       choices=("sasrec", "gru4rec", "mf")),
-    "BDLM_PROMPT": _p("id", "str", "BDLM: items in the prompt as soft tokens alone (id: the LLM sees items only through "
-                      "the shared tables) or as title + soft token (unified); a user token leads either",
-                      choices=("id", "unified")),
-    "BDLM_ROUNDS": _p(1, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
-                      "domain phase", low=1),
-    "BDLM_SHARING": _p("mutual", "str", "BDLM: mutual (both KL terms, both train the shared tables), one_way (domain "
-                       "-> LLM: the LLM's KL term only, the LLM reads but does not train the tables), frozen (both KL "
-                       "terms, tables frozen) or none (no KL, each model its own copy)", choices=BDLM_SHARINGS),
-    "KL_LLM": _p(1.0, "float", "BDLM: weight of KL(domain || LLM) over the candidates in the LLM's loss", low=0),
-    "KL_DOMAIN": _p(1.0, "float", "BDLM: weight of KL(LLM || domain) over the candidates in the domain model's loss",
-                    low=0),
-    "KL_TEMPERATURE": _p(2.0, "float", "BDLM: temperature of both candidate distributions (KL terms, ensemble)",
-                         low=0.01, high=100),
-    "DOMAIN_STEPS": _p(50, "int", "BDLM: domain-model Adam steps (BATCH_SIZE windows, LEARNING_RATE) per round",
-                       low=1),
-    "BDLM_TRAIN_SAMPLES": _p(8, "int", "BDLM: training windows of every round (main run and ablation arms alike: "
-                             "each round adds a KL pass over their 20 candidates); None = LLM_TRAIN_SAMPLES", low=1,
-                             optional=True),
-    "BDLM_VALID_USERS": _p(8, "int", "BDLM: validation users both models are scored on after each round; None = all",
-                           low=1, optional=True),
-    "ENSEMBLE_WEIGHT": _p(0.5, "float", "BDLM: weight of the domain model's log-probs in the score-level ensemble",
-                          low=0, high=1),
-    "BDLM_ARMS": _p(list(BDLM_SHARINGS), "list_str", "BDLM ablation arms: BDLM_SHARING values", choices=BDLM_SHARINGS),
 }
 
 PROFILES: dict[str, dict] = {
@@ -199,8 +136,7 @@ PROFILES: dict[str, dict] = {
     "smoke": {"MAX_USERS": 40, "EPOCHS": 2, "PATIENCE": 1, "EMBED_DIM": 16, "NUM_LAYERS": 1, "N_BOOTSTRAP": 100,
               "NUM_THREADS": 1, "MODEL": "tiny", "LLM_EVAL_USERS": 6, "LLM_TRAIN_SAMPLES": 32, "GRAD_ACCUM": 1,
               "LLM_LEARNING_RATE": 5e-3, "SAVE_STEPS": 4, "MAX_PROMPT_TOKENS": 1024, "GEN_EVAL_USERS": 3,
-              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2,
-              "BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": None, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
+              "ABLATION_EVAL_USERS": 6, "ABLATION_TRAIN_SAMPLES": 8, "SCORE_ORDERS": 2},
     # `make run` on 2 CPU cores: every notebook within 45 minutes (LLMs on small nested subsets)
     "cpu": {},
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
@@ -208,10 +144,26 @@ PROFILES: dict[str, dict] = {
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
             "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
             "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "METHOD_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256,
-            "MAX_PROMPT_TOKENS": 1536, "BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": 1500, "DOMAIN_STEPS": 400,
-            "BDLM_VALID_USERS": 200},
+            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_PROMPT_TOKENS": 1536},
 }
+# Each method's own parameters and profile values are declared in its folder (methods/<name>/__init__.py) and added
+# here by `register` when `workbench` is imported.
+
+
+def register(params: dict[str, Param], profiles: dict[str, dict] | None = None) -> None:
+    """Add a method's parameter block (flat UPPER_CASE names) and its values in other profiles to the one table; a
+    name declared twice, or a profile value for an unknown parameter or profile, is an error."""
+    twice = sorted(set(params) & set(PARAMS))
+    if twice:
+        raise ValueError(f"parameter(s) {', '.join(twice)} are declared twice: declare each in one place")
+    for profile, values in (profiles or {}).items():
+        unknown = sorted(set(values) - set(params))
+        if profile not in PROFILES or unknown:
+            raise ValueError(f"profile {profile!r} values for {', '.join(unknown) or 'nothing'} outside this block: "
+                             f"give profile values only for the block's own parameters and for {', '.join(PROFILES)}")
+    PARAMS.update(params)
+    for profile, values in (profiles or {}).items():
+        PROFILES[profile].update(values)
 
 
 def profile_name(profile: str | None = None) -> str:

@@ -22,12 +22,12 @@ REPORT_ENV = "WORKBENCH_TRAIN_REPORT"
 TRUE = ("1", "true", "yes")
 
 
-def rank() -> int:
+def global_rank() -> int:
     """This process's global rank (0 outside a launcher)."""
     return int(os.environ.get("RANK", 0))
 
 
-def local_rank() -> int:
+def local_process() -> int:
     """This process's rank on its machine (0 outside a launcher)."""
     return int(os.environ.get("LOCAL_RANK", 0))
 
@@ -39,7 +39,7 @@ def world_size() -> int:
 
 def is_main_process() -> bool:
     """Whether this process is the global rank 0 (the one that writes and prints)."""
-    return rank() == 0
+    return global_rank() == 0
 
 
 def fsdp_launched() -> bool:
@@ -49,7 +49,7 @@ def fsdp_launched() -> bool:
 
 def local_device(device: str | None) -> str:
     """This process's device: cpu stays cpu; cuda (or None with a GPU) becomes cuda:<LOCAL_RANK> under a launcher."""
-    from .runtime import pick_device
+    from .process import pick_device
     if device is None and os.environ.get("ACCELERATE_USE_CPU", "").lower() in TRUE:
         device = "cpu"  # accelerate launch --cpu
     device = pick_device(device)
@@ -58,10 +58,10 @@ def local_device(device: str | None) -> str:
     if device != "cuda" and world_size() > 1:
         raise ValueError(f"DEVICE={device} would put every process on one GPU: use DEVICE=cuda (or None) under "
                          f"accelerate launch, and each process takes cuda:<LOCAL_RANK>")
-    if local_rank() >= torch.cuda.device_count():
-        raise ValueError(f"process {local_rank()} has no GPU of its own ({torch.cuda.device_count()} visible): "
+    if local_process() >= torch.cuda.device_count():
+        raise ValueError(f"process {local_process()} has no GPU of its own ({torch.cuda.device_count()} visible): "
                          f"launch at most that many processes per machine (num_processes)")
-    return f"cuda:{local_rank()}"
+    return f"cuda:{local_process()}"
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
@@ -113,7 +113,7 @@ class BatchRecorder(TrainerCallback):
 def report(recorder: BatchRecorder, adapter: Path, log) -> dict:
     """This rank's training record: rank, world size, batches seen, steps, losses, adapter digests, adapter ready."""
     losses = [float(x) for x in log["loss"]]
-    return {"rank": rank(), "local_rank": local_rank(), "world_size": world_size(), "steps": recorder.steps,
+    return {"rank": global_rank(), "local_rank": local_process(), "world_size": world_size(), "steps": recorder.steps,
             "batches": recorder.batches, "losses": losses, "losses_finite": all(math.isfinite(x) for x in losses),
             "adapter_begin": recorder.adapter_begin, "adapter_end": recorder.adapter_end, "adapter": str(adapter),
             "adapter_ready": (Path(adapter) / "adapter_model.safetensors").is_file()}
@@ -128,11 +128,11 @@ def write_report(folder, record: dict) -> Path:
 
 def llm_method(name: str) -> type:
     """The registered LLM method called `name`; any other method is a one-line error."""
-    from .methods import REGISTRY, get_method
-    from .methods.llm import LLMRecommender
+    from .llm.recommender import LLMRecommender
+    from .recommender import REGISTRY, get_method
     cls = get_method(name)
     if not issubclass(cls, LLMRecommender):
-        llms = sorted(k for k, c in REGISTRY.items() if issubclass(c, LLMRecommender))
+        llms = sorted(k for k in REGISTRY if issubclass(get_method(k), LLMRecommender))
         raise ValueError(f"{name} is not an LLM method: `train` fine-tunes {', '.join(llms)}; "
                          f"train {name} with `python -m workbench run` or run_method")
     return cls
@@ -140,14 +140,14 @@ def llm_method(name: str) -> type:
 
 def train_method(name: str, cfg: dict):
     """Protocol, seed, method on this process's device, fit() only; returns (recommender, training log)."""
-    from . import runtime
+    from . import process
     from .data.protocol import load_protocol
     cls = llm_method(name)
     if cfg["LLM_TRAIN_SAMPLES"] == 0:
         raise ValueError("LLM_TRAIN_SAMPLES=0 is the zero-shot variant: there is nothing to train")
     device = local_device(cfg["DEVICE"])
     protocol = load_protocol(cfg)
-    runtime.seed_everything(cfg["SEED"])
+    process.seed_everything(cfg["SEED"])
     rec = cls(cfg, protocol, device)
     folder = os.environ.get(REPORT_ENV)
     recorder = BatchRecorder() if folder else None

@@ -12,13 +12,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from . import metrics as M
-from . import outputs, runtime
+from . import metrics
+from . import outputs, process
 from .assets import sha256_of
 
 RESULTS_ENV = "WORKBENCH_RESULTS"
@@ -51,20 +51,20 @@ def run_id(name: str, cfg: dict, key: dict) -> str:
 
 def _record(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s: float, extra: dict | None,
             n_boot: int | None) -> dict:
-    ci = M.bootstrap_ci(ranks["rank"], n_boot=n_boot or cfg.get("N_BOOTSTRAP", 1000), seed=cfg.get("SEED", 0))
+    ci = metrics.bootstrap_ci(ranks["rank"], n_boot=n_boot or cfg.get("N_BOOTSTRAP", 1000), seed=cfg.get("SEED", 0))
     return {
         "run": name,
         "protocol": f"sampled ranking, {cfg.get('N_NEGATIVES', 19) + 1} candidates, leave-one-out test",
-        "metrics": {m: round(float(ci.loc[m, "mean"]), 6) for m in M.METRICS},
-        "ci95": {m: [round(float(ci.loc[m, "ci_low"]), 6), round(float(ci.loc[m, "ci_high"]), 6)] for m in M.METRICS},
+        "metrics": {m: round(float(ci.loc[m, "mean"]), 6) for m in metrics.METRICS},
+        "ci95": {m: [round(float(ci.loc[m, "ci_low"]), 6), round(float(ci.loc[m, "ci_high"]), 6)] for m in metrics.METRICS},
         "n_users": int(len(ranks)),
         "ranks_path": "ranks.parquet",
         "parameters": cfg,
         "profile": cfg.get("PROFILE"),
         "seed": cfg.get("SEED"),
-        "git_commit": runtime.git_commit(),
-        "versions": runtime.versions(),
-        "device": runtime.device_description(device),
+        "git_commit": process.git_commit(),
+        "versions": process.versions(),
+        "device": process.device_description(device),
         "wall_time_s": round(float(wall_time_s), 2),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **(extra or {}),
@@ -110,31 +110,15 @@ def save_run(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s
 
 
 @dataclass
-class Run:
-    """A saved run: its record (metrics.json), ranks, and folder; `model` loads what the method saved."""
+class SavedRun:
+    """A run read back from its folder: its record (metrics.json), ranks and folder (the fitted model:
+    `methods.pipeline.load_recommender`)."""
     record: dict
     ranks: pd.DataFrame
     folder: Path
-    _model: object = field(default=None, repr=False)
-
-    @property
-    def model(self):
-        """The fitted recommender saved with this run (loaded on first use)."""
-        if self._model is None:
-            from .methods import load_method
-            self._model = load_method(self)
-        return self._model
-
-    @property
-    def item_embeddings(self):
-        """The item-embedding table of the saved model (rows indexed by item id; row 0 is padding)."""
-        table = getattr(self.model, "item_embeddings", None)
-        if table is None:
-            raise ResultError(f"run {self.folder.name} ({self.record.get('method')}) has no item-embedding table")
-        return table
 
 
-def load_run(name_or_path) -> Run:
+def load_run(name_or_path) -> SavedRun:
     """A saved run by run id or folder path; a damaged or half-written run is an error, never read."""
     folder = Path(name_or_path)
     if not folder.is_dir():
@@ -151,7 +135,7 @@ def load_run(name_or_path) -> Run:
     if not ranks_path.exists() or (expected and sha256_of(ranks_path) != expected):
         raise ResultError(f"{ranks_path} does not match {path} (changed or half-written): delete {folder} and "
                           f"re-run the notebook that writes it")
-    return Run(record, pd.read_parquet(ranks_path), folder)
+    return SavedRun(record, pd.read_parquet(ranks_path), folder)
 
 
 def find_runs(prefix: str = "") -> list[str]:

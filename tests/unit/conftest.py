@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from workbench.data import load_dataset
-from workbench.prompts import keyvalue as kv
+from workbench.methods.mkv import prompts
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -13,7 +13,7 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 def catalog():
     """Users and items of the ml-100k fixture, as the prompts read them."""
     data = load_dataset("ml-100k", FIXTURES / "ml-100k")
-    return kv.Catalog(data.users, data.items)
+    return prompts.Catalog(data.users, data.items)
 
 
 @pytest.fixture

@@ -6,15 +6,19 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench import config, metrics as M, rank, results, softtokens as st, train
+from workbench import config, metrics, results
+from workbench.llm import scoring, softtokens, sft
 from workbench.data.protocol import load_protocol
-from workbench.methods import bdlm, load_method, run_method
-from workbench.models import bridge, seqrec
-from workbench.models.llm import load_llm
-from workbench.models.projector import IDEmbedder, user_key
-from workbench.mutual import MutualSFTTrainer, distill_kl, domain_phase, kl_items, log_probs
-from workbench.prompts import keyvalue as kv
-from workbench.prompts import unified
+from workbench.methods import bdlm
+from workbench.methods.bdlm import method as bdlm_method
+from workbench.methods.pipeline import load_recommender, run_method
+from workbench.methods.bdlm import bridge
+from workbench.methods.baselines import models
+from workbench.llm.loading import load_llm
+from workbench.llm.projector import IDEmbedder, user_key
+from workbench.methods.bdlm.mutual import MutualSFTTrainer, distill_kl, domain_phase, kl_items, log_probs
+from workbench.methods.mkv import prompts
+from workbench.llm import unified
 
 N_ITEMS, N_USERS, DIM = 13, 10, 8  # the ml-100k fixture has 12 items
 VIEW = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": [[7, 8, 9], [10, 11], [12], [9, 10, 11, 12]],
@@ -23,7 +27,7 @@ VIEW = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": [[7, 8, 9], [10, 11], [
 
 def _domain(seed=0):
     torch.manual_seed(seed)
-    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0)
+    net = models.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0)
     return bridge.from_recommender(net, N_USERS)
 
 
@@ -36,7 +40,7 @@ def _llm(catalog):
     torch.set_num_threads(1)
     titles = pd.DataFrame({"title": [catalog.title(i) for i in catalog.items]})
     model, tok = load_llm("tiny", tiny_texts=unified.corpus(titles) * 3, seed=0)
-    st.add_soft_token(model, tok)
+    softtokens.add_soft_token(model, tok)
     return model, tok
 
 
@@ -47,7 +51,7 @@ def _rows(catalog, tok):
 
 
 def _llm_logp(model, tok, catalog, rows, embedder, temperature):
-    scored = rank.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
+    scored = scoring.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
     return log_probs(np.stack(scored["scores"]), temperature)
 
 
@@ -62,11 +66,11 @@ def test_distill_kl_is_t_squared_times_kl_teacher_to_student_and_refuses_other_c
 
 
 def test_the_domain_model_and_the_llm_read_the_same_tables_and_sasrec_starts_unchanged():
-    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0).eval()
+    net = models.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1, dropout=0.0).eval()
     domain = bridge.from_recommender(net, N_USERS).eval()
     embedder = IDEmbedder(domain.tables.items, 16, users=domain.tables.users)
     assert embedder.items is domain.tables.items is domain.encoder.items and embedder.users is domain.tables.users
-    seq = seqrec.pad_histories(VIEW["history"], 5)
+    seq = models.pad_histories(VIEW["history"], 5)
     users = torch.tensor(VIEW["user_id"].tolist())
     assert torch.allclose(domain(seq, users), net(seq), atol=1e-6)  # user rows start at zero
     with torch.no_grad():
@@ -76,7 +80,7 @@ def test_the_domain_model_and_the_llm_read_the_same_tables_and_sasrec_starts_unc
 
 def test_a_domain_model_of_another_width_is_refused_with_what_to_do():
     tables = bridge.SharedTables(torch.zeros(N_USERS, 4), torch.zeros(N_ITEMS, 4))
-    net = seqrec.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1)
+    net = models.SASRec(N_ITEMS, 5, dim=DIM, layers=1, heads=1)
     with pytest.raises(ValueError, match="build the tables from this domain model"):
         bridge.DomainModel(tables, net)
     with pytest.raises(ValueError, match="one width"):
@@ -92,7 +96,7 @@ def test_gradients_from_both_objectives_reach_the_shared_tables(catalog, tmp_pat
     rows = _rows(catalog, tok)
     items0, users0 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
     teacher = log_probs(torch.randn(len(VIEW), 3), 1.0)
-    train.train_sft(model, tok, rows, _cfg(), tmp_path / "llm", soft_embedder=embedder, trainer_cls=MutualSFTTrainer,
+    sft.train_sft(model, tok, rows, _cfg(), tmp_path / "llm", soft_embedder=embedder, trainer_cls=MutualSFTTrainer,
                     kl_items=kl_items(tok, rows, catalog), teacher=teacher, kl_weight=1.0, temperature=1.0,
                     reduce="sum", record={})
     items1, users1 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
@@ -130,7 +134,7 @@ def test_the_llm_kl_term_moves_the_llm_toward_the_domain_model(catalog, tmp_path
         before = _llm_logp(model, tok, catalog, first, embedder, 1.0)
         teacher = log_probs(-before.numpy(), 1.0)  # the domain model prefers what the LLM likes least
         start = distill_kl(before, teacher, 1.0)
-        model, _ = train.train_sft(model, tok, rows, _cfg(), tmp_path / f"w{weight}", soft_embedder=embedder,
+        model, _ = sft.train_sft(model, tok, rows, _cfg(), tmp_path / f"w{weight}", soft_embedder=embedder,
                                    trainer_cls=MutualSFTTrainer, kl_items=kl_items(tok, first, catalog),
                                    teacher=teacher, kl_weight=weight, temperature=1.0, reduce="sum", record={})
         gaps[weight] = float(distill_kl(_llm_logp(model, tok, catalog, first, embedder, 1.0), teacher, 1.0) - start)
@@ -165,15 +169,15 @@ def test_bdlm_runs_evaluates_each_model_alone_and_reloads(smoke):
     assert [r["round"] for r in record["rounds"]] == [0, 1, 2] and record["diverged"] is None
     assert set(record["variants"]) == {f"{v}_{w}" for v in bdlm.VARIANTS for w in ("before", "after")}
     assert sorted(run.log["round"].unique()) == [0, 1, 2] and "loss_kl" in run.log and run.log["step"].is_monotonic_increasing
-    loaded = load_method(results.load_run(run.record_path.parent))
+    loaded = load_recommender(results.load_run(run.record_path.parent))
     view = loaded.eval_view()
-    alone = rank.view_ranks(view, loaded.view_scores(view)).set_index("user_id")["rank"]  # the LLM, no domain model
+    alone = scoring.view_ranks(view, loaded.view_scores(view)).set_index("user_id")["rank"]  # the LLM, no domain model
     assert alone.loc[users].tolist() == variants.loc[users, "llm_after"].tolist()
-    domain = seqrec.sampled_ranks(loaded.domain, view).set_index("user_id")["rank"]  # the domain model, no LLM
+    domain = models.sampled_ranks(loaded.domain, view).set_index("user_id")["rank"]  # the domain model, no LLM
     assert domain.loc[users].tolist() == variants.loc[users, "domain_after"].tolist()
     (run.record_path.parent / "domain.pt").unlink()  # weights stay out of git: a clone has none
     with pytest.raises(FileNotFoundError, match="re-run notebook 08_bdlm_information_sharing"):
-        load_method(results.load_run(run.record_path.parent))
+        load_recommender(results.load_run(run.record_path.parent))
 
 
 def test_an_interrupted_run_resumes_after_its_last_complete_round(smoke, tmp_path, capsys):
@@ -194,14 +198,14 @@ def test_an_interrupted_run_resumes_after_its_last_complete_round(smoke, tmp_pat
 def test_a_diverging_round_stops_and_keeps_the_best_round(smoke, monkeypatch):
     cfg, protocol = smoke
     run_method("sasrec", cfg, protocol)
-    real = bdlm.domain_phase
+    real = bdlm_method.domain_phase
 
     def explode(domain, windows, steps, cfg, seed, **kw):
         if seed % 1000 == 2:
             raise FloatingPointError("DomainModel: loss is nan at domain step 1: lower LEARNING_RATE")
         return real(domain, windows, steps, cfg, seed, **kw)
 
-    monkeypatch.setattr(bdlm, "domain_phase", explode)
+    monkeypatch.setattr(bdlm_method, "domain_phase", explode)
     run = run_method("bdlm", cfg, protocol)
     rec = run.recommender
     assert run.extra["diverged"]["round"] == 2 and "loss is nan" in run.extra["diverged"]["error"]
@@ -240,7 +244,7 @@ def test_mf_is_a_domain_model_trained_on_first_use(smoke):
     run = run_method("bdlm", config.override(cfg, DOMAIN_MODEL="mf", BDLM_ROUNDS=1), protocol)
     assert run.extra["domain_model"]["run"].startswith("mf-") and run.recommender.domain.encoder is None
     assert np.isfinite(run.log["loss"]).all()
-    assert M.summarize(run.recommender.variants["domain_after"])["HR@10"] >= 0
+    assert metrics.summarize(run.recommender.variants["domain_after"])["HR@10"] >= 0
 
 
 def test_bdlm_refuses_zero_shot_and_a_missing_sasrec_run(smoke):
@@ -256,8 +260,8 @@ def test_a_resumed_phase_scores_unrecorded_windows_as_ranking_scores_them(catalo
     tables = _domain().tables
     embedder = IDEmbedder(tables.items, 64, users=tables.users, target_std=0.02)
     rows = _rows(catalog, tok)
-    from workbench.mutual import score_rows
+    from workbench.methods.bdlm.mutual import score_rows
     fresh = score_rows(model, tok, embedder, kl_items(tok, rows, catalog), rows["soft_ids"], "sum", 2.0)
-    ranked = rank.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
+    ranked = scoring.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
     assert fresh.shape == (len(VIEW), 3)
     assert torch.allclose(fresh, log_probs(np.stack(ranked["listed"]), 2.0), atol=1e-5)

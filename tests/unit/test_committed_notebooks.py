@@ -7,29 +7,29 @@ import re
 import nbformat
 import pytest
 
-from workbench import runner
+from workbench.notebook import batch
 
-NOTEBOOKS = runner.list_notebooks()
+NOTEBOOKS = batch.list_notebooks()
 MACHINE_PATHS = re.compile(r"(/work/|/root/|/home/|/tmp/|/usr/)")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_committed_notebook_shows_every_figure_and_no_noise(path):
-    assert runner.output_problems(runner.notebook_cells(path)) == []
+    assert batch.output_problems(batch.notebook_cells(path)) == []
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_a_committed_notebook_names_the_kernel_jupyterlab_starts_and_no_machine_path(path):
     nb = nbformat.read(str(path), as_version=4)
-    assert nb.metadata.kernelspec.display_name == runner.KERNEL_DISPLAY_NAME  # else opening it marks it modified
+    assert nb.metadata.kernelspec.display_name == batch.KERNEL_DISPLAY_NAME  # else opening it marks it modified
     assert nb.metadata.kernelspec.name == "python3"
-    text = runner.output_text(runner.notebook_cells(path))
+    text = batch.output_text(batch.notebook_cells(path))
     assert not MACHINE_PATHS.findall(text)
 
 
 def test_the_committed_notebooks_come_from_one_run_at_one_clean_commit():
     commits = set()
     for path in NOTEBOOKS:
-        text = runner.output_text(runner.notebook_cells(path))
+        text = batch.output_text(batch.notebook_cells(path))
         commits |= set(re.findall(r"commit=(\S+)", text))
     assert len(commits) == 1 and not next(iter(commits)).endswith("+dirty"), commits

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from workbench import config, runner, start
+from workbench import config
+from workbench.notebook import batch
+from workbench import start
 
 
 def test_profiles_fill_none_and_overrides_win():
@@ -38,7 +40,7 @@ def test_unknown_profile_and_parameter_are_errors_that_list_the_valid_names():
     ("SCORE_REDUCE", "max", "SCORE_REDUCE must be one of sum, mean"),
     ("LEARNING_RATE", "fast", "LEARNING_RATE must be float"),
     ("DROPOUT", 1.0, "DROPOUT must be float >= 0 < 1"),
-    ("ABLATION_ARMS", ["none", "rotate"], "ABLATION_ARMS must be a list of str from none, shuffle, mask, both"),
+    ("MKV_ARMS", ["none", "rotate"], "MKV_ARMS must be a list of str from none, shuffle, mask, both"),
     ("TIE_BREAK", "random", "TIE_BREAK must be one of file_order, item_id"),
 ])
 def test_bad_values_are_refused_with_what_is_allowed(name, value, message):
@@ -85,23 +87,23 @@ def test_start_refuses_unknown_names_and_can_be_run_again(capsys):
 
 def test_notebooks_that_load_the_protocol_accept_every_protocol_parameter():
     protocol = {"DATASET", "DATA_PATH", "TIE_BREAK", "MIN_INTERACTIONS", "N_NEGATIVES", "CANDIDATE_SEED"}
-    for path in runner.list_notebooks():
-        declared = runner.declared_parameters(path)
+    for path in batch.list_notebooks():
+        declared = batch.declared_parameters(path)
         assert declared <= set(config.PARAMS) | {"PROFILE"}, path.name
         if "load_protocol" in path.read_text():
             assert protocol <= declared, f"{path.name} does not accept {sorted(protocol - declared)}"
 
 
 def test_notebooks_that_run_an_llm_method_accept_every_llm_parameter():
-    from workbench.methods.llm import LLMRecommender
+    from workbench.llm.recommender import LLMRecommender
     llm = set(LLMRecommender.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS", "RANK_BATCH_SIZE"}
     checked = []
-    for path in runner.list_notebooks():
+    for path in batch.list_notebooks():
         code = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
         if '"mkv"' not in code:
             continue
         checked.append(path.name)
-        declared = runner.declared_parameters(path)
+        declared = batch.declared_parameters(path)
         seeds = {"SEED", "LLM_EVAL_USERS", "LLM_TRAIN_SAMPLES"} if "ABLATION_SEEDS" in declared else set()
         missing = llm - seeds - declared  # the ablation sets its seeds and sizes through ABLATION_* parameters
         assert not missing, f"{path.name} does not accept {sorted(missing)}"

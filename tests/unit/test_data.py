@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from workbench.data import DataError, load_dataset
-from workbench.data.movielens import split_title
+from workbench.data.dataset import split_title
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 # user 1's ratings in u.data / ratings.dat order; two same-second pairs are in non-id order (5 before 1, 11 before 3)
@@ -131,7 +131,7 @@ def test_duplicated_rows_are_reported_and_kept(tmp_path, capsys):
 
 def test_tie_share_counts_only_ratings_that_have_a_predecessor(capsys):
     """24 ratings of 5 users make 19 consecutive pairs, 11 of them in the same second: 11/19, not 11/24."""
-    from workbench import explore
+    from workbench.notebook import explore
     data = load_dataset("ml-100k", FIXTURES / "ml-100k")
     note = explore.tie_statistics(data).attrs["note"]
     assert note.startswith(f"{11 / 19:.3f} of consecutive ratings share a timestamp"), note

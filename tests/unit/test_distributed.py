@@ -123,9 +123,9 @@ def test_fsdp_branch_saves_the_adapter_and_embedder_from_the_gathered_weights(tm
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file
 
-    from workbench import softtokens as st
-    from workbench.models.tiny import build_tiny
-    from workbench.train import save_final_adapter
+    from workbench.llm import softtokens
+    from workbench.llm.tiny import build_tiny
+    from workbench.llm.sft import save_final_adapter
     base, _ = build_tiny(["a tiny corpus of words", "for a tiny tokenizer"], vocab_size=300)
     model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     model.soft_embedder = torch.nn.Linear(3, 64)
@@ -138,5 +138,5 @@ def test_fsdp_branch_saves_the_adapter_and_embedder_from_the_gathered_weights(tm
     assert trainer.accelerator.gathered == 1
     assert distributed.state_digest(load_file(tmp_path / "adapter" / "adapter_model.safetensors")) == \
         distributed.adapter_digest(model)
-    saved = torch.load(tmp_path / "adapter" / st.EMBEDDER_FILE, weights_only=True)
+    saved = torch.load(tmp_path / "adapter" / softtokens.EMBEDDER_FILE, weights_only=True)
     assert distributed.state_digest(saved) == distributed.state_digest(model.soft_embedder.state_dict())

@@ -5,8 +5,9 @@ import torch
 
 from workbench import config, results
 from workbench.data.protocol import load_protocol
-from workbench.methods import REGISTRY, get_method, method_run_id, ranks_on, run_grid, run_method
-from workbench.methods.running import check_ranks
+from workbench.recommender import REGISTRY, get_method
+from workbench.methods.pipeline import load_recommender, method_run_id, ranks_on, run_grid, run_method
+from workbench.methods.pipeline import check_ranks
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +45,10 @@ def test_a_saved_sasrec_run_gives_back_its_model_and_item_embeddings(smoke):
     run = run_method("sasrec", cfg, protocol)
     saved = results.load_run(run.run_id)
     assert (saved.folder / "weights.pt").exists() and saved.record["method"] == "sasrec"
-    table = saved.item_embeddings
+    loaded = load_recommender(saved)
+    table = loaded.item_embeddings
     assert torch.equal(table, run.recommender.model.items.weight.detach())
-    reloaded = saved.model.rank(protocol.test).sort_values("user_id", ignore_index=True)
+    reloaded = loaded.rank(protocol.test).sort_values("user_id", ignore_index=True)
     assert reloaded.equals(saved.ranks)
 
 
@@ -56,14 +58,14 @@ def test_a_run_folder_without_its_weights_says_how_to_get_them_back(smoke):
     run = run_method("sasrec", cfg, protocol)
     (run.record_path.parent / "weights.pt").unlink()
     with pytest.raises(FileNotFoundError, match="weights are not kept in git: re-run notebook 02_baselines"):
-        results.load_run(run.run_id).item_embeddings
+        load_recommender(results.load_run(run.run_id))
 
 
 def test_popularity_through_the_contract_equals_the_plain_model(smoke):
-    from workbench.models import seqrec
+    from workbench.methods.baselines import models
     cfg, protocol = smoke
     run = run_method("popularity", cfg, protocol)
-    plain = seqrec.sampled_ranks(seqrec.Popularity(protocol.n_items).fit(protocol.split["train"]), protocol.test)
+    plain = models.sampled_ranks(models.Popularity(protocol.n_items).fit(protocol.split["train"]), protocol.test)
     assert run.ranks.sort_values("user_id", ignore_index=True).equals(plain.sort_values("user_id", ignore_index=True))
 
 

@@ -8,8 +8,8 @@ import pytest
 import transformers
 
 from workbench import assets
-from workbench.models import llm
-from workbench.models.tiny import build_tiny
+from workbench.llm import loading
+from workbench.llm.tiny import build_tiny
 
 TEXTS = ["The Matrix (1999)", "Toy Story (1995)", "Heat (1995)", "User: Watched Candidates"] * 4
 
@@ -38,7 +38,7 @@ def conversions(monkeypatch):
         calls.append(folder)
         return _save_tiny(folder, seed=1)
 
-    monkeypatch.setattr(llm, "convert_smollm2", fake, raising=False)
+    monkeypatch.setattr(loading, "convert_smollm2", fake, raising=False)
     return calls
 
 
@@ -51,7 +51,7 @@ def _truncate(path, keep=0.5):
 def _converted(folder):
     """A 'converted' folder made by hand, with its marker written by the conversion's own function."""
     _save_tiny(folder)
-    llm.write_marker(folder, "tiny")
+    loading.write_marker(folder, "tiny")
     return folder
 
 
@@ -65,73 +65,73 @@ def test_marker_records_size_and_sha256_of_every_file(tmp_path):
     for name, rec in marker["files"].items():
         data = (folder / name).read_bytes()
         assert rec == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    assert llm.check_hf_folder(folder) is None
-    assert llm.check_hf_folder(folder, verify=True) is None
+    assert loading.check_hf_folder(folder) is None
+    assert loading.check_hf_folder(folder, verify=True) is None
 
 
 def test_damage_is_found_cheaply_and_hashing_only_on_request(tmp_path, monkeypatch):
     folder = _converted(tmp_path / "m")
     weights = folder / "model.safetensors"
     hashed = []
-    monkeypatch.setattr(llm, "sha256_of", lambda p: hashed.append(p) or assets.sha256_of(p))
-    assert llm.check_hf_folder(folder) is None and hashed == []  # an intact folder is not hashed
+    monkeypatch.setattr(loading, "sha256_of", lambda p: hashed.append(p) or assets.sha256_of(p))
+    assert loading.check_hf_folder(folder) is None and hashed == []  # an intact folder is not hashed
 
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # same size, same header: only the hash can tell
     weights.write_bytes(bytes(data))
-    assert llm.check_hf_folder(folder) is None
-    assert llm.check_hf_folder(folder, verify=True) == "model.safetensors does not match its recorded sha256"
+    assert loading.check_hf_folder(folder) is None
+    assert loading.check_hf_folder(folder, verify=True) == "model.safetensors does not match its recorded sha256"
 
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data[:-1]) + b"\0\0")  # one byte longer than recorded
-    assert "model.safetensors" in llm.check_hf_folder(folder)
+    assert "model.safetensors" in loading.check_hf_folder(folder)
     _truncate(weights)
-    assert llm.check_hf_folder(folder) == "model.safetensors truncated"
+    assert loading.check_hf_folder(folder) == "model.safetensors truncated"
     (folder / "config.json").unlink()
-    assert llm.check_hf_folder(folder) == "config.json missing"
+    assert loading.check_hf_folder(folder) == "config.json missing"
 
 
 def test_safetensors_header_check(tmp_path):
     folder = _converted(tmp_path / "m")
     weights = folder / "model.safetensors"
-    assert llm.safetensors_problem(weights) is None
+    assert loading.safetensors_problem(weights) is None
     data = weights.read_bytes()
     weights.write_bytes(data[:8] + b"{" * 8 + data[16:])  # same size, header no longer JSON
-    assert llm.safetensors_problem(weights) == "model.safetensors has an unreadable header"
+    assert loading.safetensors_problem(weights) == "model.safetensors has an unreadable header"
     weights.write_bytes(data[:5])
-    assert llm.safetensors_problem(weights) == "model.safetensors truncated"
+    assert loading.safetensors_problem(weights) == "model.safetensors truncated"
     weights.write_bytes(data + b"\0" * 4)
-    assert "longer than its header declares" in llm.safetensors_problem(weights)
+    assert "longer than its header declares" in loading.safetensors_problem(weights)
 
 
 def test_truncated_weights_are_converted_again_not_a_safetensor_error(cache, conversions, capsys):
     _converted(cache)
     _truncate(cache / "model.safetensors")
-    model, tok = llm.load_llm("smollm2-135m")
+    model, tok = loading.load_llm("smollm2-135m")
     assert len(conversions) == 1
     out = capsys.readouterr().out
     assert f"cached SmolLM2 folder {cache} is damaged (model.safetensors truncated): converting again" in out
-    assert llm.check_hf_folder(cache) is None and sum(p.numel() for p in model.parameters()) > 0
+    assert loading.check_hf_folder(cache) is None and sum(p.numel() for p in model.parameters()) > 0
     assert not [p for p in cache.parent.iterdir() if p.name.startswith(".smollm2-")]  # no temp folder left
-    llm.load_llm("smollm2-135m")  # the fresh folder is used as is
+    loading.load_llm("smollm2-135m")  # the fresh folder is used as is
     assert len(conversions) == 1
 
 
 def test_old_style_marker_is_checked_and_rewritten(cache, conversions):
     _save_tiny(cache)
     (cache / ".complete").write_text("converted from SmolLM2-135M-Instruct.Q4_1.gguf")
-    assert llm.smollm2_folder() == cache and conversions == []  # intact: kept
+    assert loading.smollm2_folder() == cache and conversions == []  # intact: kept
     marker = json.loads((cache / ".complete").read_text())
     assert marker["files"]["model.safetensors"]["size"] == (cache / "model.safetensors").stat().st_size
-    assert llm.check_hf_folder(cache, verify=True) is None
+    assert loading.check_hf_folder(cache, verify=True) is None
 
 
 def test_truncated_weights_under_an_old_marker_are_converted_again(cache, conversions):
     _save_tiny(cache)
     (cache / ".complete").write_text("converted from SmolLM2-135M-Instruct.Q4_1.gguf")
     _truncate(cache / "model.safetensors")
-    model, _ = llm.load_llm("smollm2-135m")  # today: a raw SafetensorError
-    assert len(conversions) == 1 and llm.check_hf_folder(cache) is None
+    model, _ = loading.load_llm("smollm2-135m")  # today: a raw SafetensorError
+    assert len(conversions) == 1 and loading.check_hf_folder(cache) is None
 
 
 def test_verify_hashes_and_converts_a_silently_corrupted_folder(cache, conversions, capsys):
@@ -140,16 +140,16 @@ def test_verify_hashes_and_converts_a_silently_corrupted_folder(cache, conversio
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert llm.smollm2_folder() == cache and conversions == []  # the cheap check cannot see a flipped bit
-    assert llm.smollm2_folder(verify=True) == cache and len(conversions) == 1
+    assert loading.smollm2_folder() == cache and conversions == []  # the cheap check cannot see a flipped bit
+    assert loading.smollm2_folder(verify=True) == cache and len(conversions) == 1
     assert "(model.safetensors does not match its recorded sha256): converting again" in capsys.readouterr().out
 
 
 def test_missing_marker_means_converting(cache, conversions, capsys):
     _save_tiny(cache)  # an interrupted conversion left files but no marker
-    assert llm.smollm2_folder() == cache and len(conversions) == 1
+    assert loading.smollm2_folder() == cache and len(conversions) == 1
     assert "damaged" not in capsys.readouterr().out
-    assert llm.smollm2_folder(verify=True) == cache and len(conversions) == 1
+    assert loading.smollm2_folder(verify=True) == cache and len(conversions) == 1
 
 
 def test_failed_conversion_leaves_the_old_folder_and_no_temp(cache, monkeypatch):
@@ -160,9 +160,9 @@ def test_failed_conversion_leaves_the_old_folder_and_no_temp(cache, monkeypatch)
         (folder / "model.safetensors").write_bytes(b"partial")
         raise RuntimeError("conversion interrupted")
 
-    monkeypatch.setattr(llm, "convert_smollm2", broken)
+    monkeypatch.setattr(loading, "convert_smollm2", broken)
     with pytest.raises(RuntimeError, match="interrupted"):
-        llm.smollm2_folder()
+        loading.smollm2_folder()
     assert not [p for p in cache.parent.iterdir() if p.name.startswith(".smollm2-")]
 
 
@@ -173,7 +173,7 @@ def no_hub(monkeypatch):
     """HF_HUB_OFFLINE unset, the probe answering 'unreachable', from_pretrained recorded; returns (probes, loads)."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     probes, loads = [], []
-    monkeypatch.setattr(llm, "hub_reachable", lambda *a, **k: probes.append(1) or False, raising=False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: probes.append(1) or False, raising=False)
 
     def from_pretrained(*args, **kwargs):
         loads.append((args, kwargs))
@@ -187,10 +187,10 @@ def no_hub(monkeypatch):
 def test_hub_id_fails_at_once_when_the_hub_is_unreachable(no_hub):
     probes, loads = no_hub
     start = time.monotonic()
-    with pytest.raises(llm.ModelError,
+    with pytest.raises(loading.ModelError,
                        match="model 'no-org/no-such-model'.* is not a local folder and the Hugging Face Hub is "
                              "unreachable from this machine: use smollm2-135m, tiny, or a local folder") as err:
-        llm.load_llm("no-org/no-such-model")
+        loading.load_llm("no-org/no-such-model")
     assert "\n" not in str(err.value)
     assert probes == [1] and loads == []
     assert time.monotonic() - start < 15
@@ -204,7 +204,7 @@ def test_hub_id_in_the_local_cache_loads_offline_without_probing(tmp_path, monke
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
     monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(llm, "hub_reachable", lambda *a, **k: pytest.fail("probed the Hub for a cached model"),
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: pytest.fail("probed the Hub for a cached model"),
                         raising=False)
     seen = []
     for cls in (transformers.AutoModelForCausalLM, transformers.AutoTokenizer):
@@ -212,7 +212,7 @@ def test_hub_id_in_the_local_cache_loads_offline_without_probing(tmp_path, monke
             seen.append(kwargs["local_files_only"])
             return _original(*args, **kwargs)
         monkeypatch.setattr(cls, "from_pretrained", spy)
-    model, tok = llm.load_llm("some-org/cached-model")
+    model, tok = loading.load_llm("some-org/cached-model")
     assert model.config.hidden_size == 32 and tok.eos_token == "<|im_end|>"
     assert seen == [True, True]
 
@@ -220,7 +220,7 @@ def test_hub_id_in_the_local_cache_loads_offline_without_probing(tmp_path, monke
 def test_probe_honours_hf_hub_offline_and_hf_endpoint(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("probed although offline"))
-    assert llm.hub_reachable() is False
+    assert loading.hub_reachable() is False
     monkeypatch.undo()
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -231,24 +231,24 @@ def test_probe_honours_hf_hub_offline_and_hf_endpoint(monkeypatch):
         server.listen(1)
         port = server.getsockname()[1]
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-        assert llm.hub_reachable(timeout=3) is True
+        assert loading.hub_reachable(timeout=3) is True
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")  # nothing listens there any more
     start = time.monotonic()
-    assert llm.hub_reachable(timeout=3) is False
+    assert loading.hub_reachable(timeout=3) is False
     assert time.monotonic() - start < 10
 
 
 def test_real_probe_answers_quickly_here(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     start = time.monotonic()
-    llm.hub_reachable(timeout=3)  # whatever the answer, it comes within the timeout (plus slack)
+    loading.hub_reachable(timeout=3)  # whatever the answer, it comes within the timeout (plus slack)
     assert time.monotonic() - start < 15
 
 
 def test_local_folder_is_loaded_without_probing(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(llm, "hub_reachable", lambda *a, **k: pytest.fail("probed for a local folder"),
+    monkeypatch.setattr(loading, "hub_reachable", lambda *a, **k: pytest.fail("probed for a local folder"),
                         raising=False)
     _save_tiny(tmp_path / "m")
-    model, _ = llm.load_llm(str(tmp_path / "m"))
+    model, _ = loading.load_llm(str(tmp_path / "m"))
     assert model.config.hidden_size == 32

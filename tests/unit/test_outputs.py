@@ -5,7 +5,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from workbench import config, outputs, plots, results, runner
+from workbench import config, outputs, results
+from workbench.notebook import plots, batch
 from workbench.__main__ import main
 
 RANKS = pd.DataFrame({"user_id": [1, 2], "rank": [1, 4]})
@@ -45,10 +46,10 @@ def test_a_run_outside_the_refresh_writes_to_scratch_and_leaves_committed_files_
 
 def test_refresh_is_for_the_cpu_profile_defaults_only():
     with pytest.raises(config.ConfigError, match="drop --profile smoke or --refresh"):
-        runner.check_refresh("smoke", {})
+        batch.check_refresh("smoke", {})
     with pytest.raises(config.ConfigError, match="drop -p SEED 1 or --refresh"):
-        runner.check_refresh("cpu", {"SEED": 1})
-    runner.check_refresh("cpu", {})
+        batch.check_refresh("cpu", {"SEED": 1})
+    batch.check_refresh("cpu", {})
     assert main(["run", "02", "--refresh", "-p", "HISTORY_LEN", "20"]) == 2
 
 
@@ -64,10 +65,10 @@ def test_kernels_draw_inline_whatever_the_shell_sets(tmp_path, monkeypatch, capf
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "01_plot.ipynb"
     nbformat.write(nb, str(path))
-    runner.run_notebooks([path], "smoke", {}, tmp_path / "out", refresh=True, progress=False)
+    batch.run_notebooks([path], "smoke", {}, tmp_path / "out", refresh=True, progress=False)
     saved = nbformat.read(str(path), as_version=4)
     assert any("image/png" in o.get("data", {}) for o in saved.cells[1].outputs)
-    assert saved.metadata.kernelspec.display_name == runner.KERNEL_DISPLAY_NAME
+    assert saved.metadata.kernelspec.display_name == batch.KERNEL_DISPLAY_NAME
     assert "without encryption" not in capfd.readouterr().err  # the kernel's TCP notice no longer reaches the run
     assert os.environ.get("MPLBACKEND") == "Agg" and outputs.REFRESH_ENV not in os.environ  # restored afterwards
 
@@ -76,4 +77,4 @@ def test_a_mistyped_notebook_name_suggests_the_nearest():
     for typed, meant in [("3_sft", "03_sft_multi_key_value"), ("baseline", "02_baselines"),
                          ("comparision", "09_comparison")]:
         with pytest.raises(config.ConfigError, match=f"did you mean {meant}\\?"):
-            runner.select_notebooks([typed])
+            batch.select_notebooks([typed])

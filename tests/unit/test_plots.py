@@ -3,7 +3,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from workbench import config, metrics, plots
+from workbench import config, metrics
+from workbench.notebook import plots
 
 METHODS = ["Popularity", "SASRec", "GRU4Rec", "SmolLM2 zero-shot", "MKV LoRA", "LLM-TRSR", "RSLLM", "BDLM LLM"]
 
@@ -88,8 +89,8 @@ def test_one_scored_order_draws_one_line():
 def test_sequence_length_ticks_are_plain_numbers():
     """The log axis printed overlapping '2x10^1 3x10^1 ...' minor labels."""
     import pandas as pd
-    from workbench.data.movielens import Dataset  # noqa: F401 - the loader's type, built here from a frame
-    from workbench import explore
+    from workbench.data.dataset import Dataset  # noqa: F401 - the loader's type, built here from a frame
+    from workbench.notebook import explore
 
     class _Data:
         interactions = pd.DataFrame({"user_id": np.repeat(np.arange(50), np.arange(20, 70))})

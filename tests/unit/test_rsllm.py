@@ -7,14 +7,17 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from workbench import config, contrastive, rank, results, softtokens as st, train
+from workbench import config, results
+from workbench.methods.rsllm import contrastive
+from workbench.llm import scoring, softtokens, sft
 from workbench.data.protocol import load_protocol
-from workbench.methods import get_method, load_method, run_method
+from workbench.recommender import get_method
+from workbench.methods.pipeline import load_recommender, run_method
 from workbench.methods.rsllm import ARMS, arm_changes
-from workbench.models.llm import load_llm
-from workbench.models.projector import IDEmbedder, Projector, user_key
-from workbench.prompts import keyvalue as kv
-from workbench.prompts import unified
+from workbench.llm.loading import load_llm
+from workbench.llm.projector import IDEmbedder, Projector, user_key
+from workbench.methods.mkv import prompts
+from workbench.llm import unified
 
 HIDDEN = 64  # the tiny model's width
 VIEW = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": [[7, 8, 9], [10, 11], [12], [9, 10, 11, 12]],
@@ -22,10 +25,10 @@ VIEW = pd.DataFrame({"user_id": [1, 2, 3, 4], "history": [[7, 8, 9], [10, 11], [
 
 
 def _tiny(catalog):
-    texts = [catalog.title(i) for i in catalog.items] + [kv.SYSTEM, unified.QUESTION, "User: Watched Candidates"] * 3
+    texts = [catalog.title(i) for i in catalog.items] + [prompts.SYSTEM, unified.QUESTION, "User: Watched Candidates"] * 3
     torch.set_num_threads(1)
     model, tok = load_llm("tiny", tiny_texts=texts, seed=0)
-    st.add_soft_token(model, tok)
+    softtokens.add_soft_token(model, tok)
     return model, tok
 
 
@@ -43,17 +46,17 @@ def _embedder(n_items=30, users=None, seed=0):
 def test_each_mode_shows_titles_and_or_placeholders_with_one_soft_id_each_in_order(catalog, tiny):
     _, tok = tiny
     text, ids, both = (unified.build_examples(catalog, VIEW, tok, 2048, m) for m in unified.MODES)
-    assert all(st.SOFT_TOKEN not in p for p in text["prompt"]) and all(len(s) == 0 for s in text["soft_ids"])
+    assert all(softtokens.SOFT_TOKEN not in p for p in text["prompt"]) and all(len(s) == 0 for s in text["soft_ids"])
     for frame in (ids, both):
         for prompt, soft, hist, cands in zip(frame["prompt"], frame["soft_ids"], VIEW["history"], VIEW["candidates"]):
-            assert soft == list(hist) + list(cands) and prompt.count(st.SOFT_TOKEN) == len(soft)
+            assert soft == list(hist) + list(cands) and prompt.count(softtokens.SOFT_TOKEN) == len(soft)
     first = both["prompt"][0]
-    assert f"- {catalog.title(7)} {st.SOFT_TOKEN}\n" in first and f"- {catalog.title(5)} {st.SOFT_TOKEN}\n" in first
+    assert f"- {catalog.title(7)} {softtokens.SOFT_TOKEN}\n" in first and f"- {catalog.title(5)} {softtokens.SOFT_TOKEN}\n" in first
     assert catalog.title(7) not in ids["prompt"][0] and catalog.title(7) in text["prompt"][0]
     assert list(both["completion"]) == [catalog.title(t) for t in VIEW["target"]]
     assert list(both["target_id"]) == list(VIEW["target"])
     keyed = unified.build_examples(catalog, VIEW, tok, 2048, "unified", users=[user_key(u, 30) for u in VIEW["user_id"]])
-    assert [s[0] for s in keyed["soft_ids"]] == [31, 32, 33, 34] and "User: " + st.SOFT_TOKEN in keyed["prompt"][0]
+    assert [s[0] for s in keyed["soft_ids"]] == [31, 32, 33, 34] and "User: " + softtokens.SOFT_TOKEN in keyed["prompt"][0]
 
 
 def test_an_overlong_prompt_loses_its_oldest_history_and_their_soft_ids_never_candidates(catalog, tiny):
@@ -63,8 +66,8 @@ def test_an_overlong_prompt_loses_its_oldest_history_and_their_soft_ids_never_ca
     n = len(tok(full["prompt"].iloc[0], add_special_tokens=False)["input_ids"])
     cut = unified.build_examples(catalog, view, tok, n - 3, "unified").iloc[0]
     assert cut["history_cut"] >= 1 and cut["soft_ids"] == [9, 10, 11, 12, 5, 3, 4][cut["history_cut"]:]
-    assert cut["prompt"].count(st.SOFT_TOKEN) == len(cut["soft_ids"])
-    with pytest.raises(kv.PromptError, match="MAX_PROMPT_TOKENS"):
+    assert cut["prompt"].count(softtokens.SOFT_TOKEN) == len(cut["soft_ids"])
+    with pytest.raises(prompts.PromptError, match="MAX_PROMPT_TOKENS"):
         unified.build_examples(catalog, view, tok, 20, "unified")
     with pytest.raises(ValueError, match="unknown prompt mode"):
         unified.build_examples(catalog, view, tok, 4096, "both")
@@ -122,10 +125,10 @@ def test_ranking_unified_prompts_batched_equals_the_naive_reference_with_user_to
         model.eval()
         soft = [emb(torch.tensor(s)) for s in rows["soft_ids"]]
         with torch.no_grad():
-            scores[scorer] = rank._score_rows(model, tok, rows.assign(candidates=VIEW["candidates"]), catalog,
+            scores[scorer] = scoring._score_rows(model, tok, rows.assign(candidates=VIEW["candidates"]), catalog,
                                               scorer, "sum", soft, 8, False)
     assert max(np.abs(a - b).max() for a, b in zip(scores["batched"], scores["naive"])) < 1e-4
-    plain = rank.rank_examples(model, tok, rows, VIEW, catalog, progress=False, soft_embedder=emb)
+    plain = scoring.rank_examples(model, tok, rows, VIEW, catalog, progress=False, soft_embedder=emb)
     assert plain["rank"].between(1, 3).all()
 
 
@@ -148,7 +151,7 @@ def test_contrastive_sft_logs_each_term_sums_them_and_trains_adapter_projector_a
     model, tok = _tiny(catalog)
     emb = _embedder()
     before = {k: v.detach().clone() for k, v in emb.state_dict().items()}
-    tuned, log = train.train_sft(model, tok, _rows(catalog, tok), _cfg(), tmp_path / "run", soft_embedder=emb,
+    tuned, log = sft.train_sft(model, tok, _rows(catalog, tok), _cfg(), tmp_path / "run", soft_embedder=emb,
                                  **_trainer_args(catalog))
     assert {"loss_lm", "loss_user_nce", "loss_item_nce"} <= set(log.columns) and len(log) == 2
     assert np.isfinite(log[["loss", "loss_lm", "loss_user_nce", "loss_item_nce"]].to_numpy()).all()
@@ -167,22 +170,22 @@ def test_without_contrastive_weights_the_terms_are_not_computed_and_tuned_tables
     model, tok = _tiny(catalog)
     emb = IDEmbedder(torch.randn(30, 16), HIDDEN, trainable=True)
     before = emb.items.weight.detach().clone()
-    _, log = train.train_sft(model, tok, _rows(catalog, tok), _cfg(), tmp_path / "run", soft_embedder=emb,
+    _, log = sft.train_sft(model, tok, _rows(catalog, tok), _cfg(), tmp_path / "run", soft_embedder=emb,
                              **_trainer_args(catalog, lambda_user=0.0, lambda_item=0.0))
     assert "loss_user_nce" not in log and "loss_item_nce" not in log and "loss_lm" in log
     assert not torch.equal(emb.items.weight.detach(), before)
     with pytest.raises(ValueError, match="SFT_PACKING=padded"):
-        train.train_sft(*_tiny(catalog), _rows(catalog, tok), _cfg(SFT_PACKING="padding_free"), tmp_path / "x",
+        sft.train_sft(*_tiny(catalog), _rows(catalog, tok), _cfg(SFT_PACKING="padding_free"), tmp_path / "x",
                         soft_embedder=emb, **_trainer_args(catalog))
 
 
 def test_a_second_stage_continues_the_first_stages_adapter(catalog, tmp_path):
     model, tok = _tiny(catalog)
     text = unified.build_examples(catalog, pd.concat([VIEW] * 2, ignore_index=True), tok, 2048, "text")
-    stage1, _ = train.train_sft(model, tok, text, _cfg(), tmp_path / "one")
+    stage1, _ = sft.train_sft(model, tok, text, _cfg(), tmp_path / "one")
     first = {k: v.detach().clone() for k, v in stage1.named_parameters() if "lora_B" in k}
     assert any(v.abs().sum() > 0 for v in first.values())
-    stage2, _ = train.train_sft(stage1, tok, _rows(catalog, tok), _cfg(LLM_LEARNING_RATE=0.0), tmp_path / "two",
+    stage2, _ = sft.train_sft(stage1, tok, _rows(catalog, tok), _cfg(LLM_LEARNING_RATE=0.0), tmp_path / "two",
                                 soft_embedder=_embedder())
     for k, v in stage2.named_parameters():  # learning rate 0: stage 2 leaves stage 1's (non-zero) LoRA weights
         if "lora_B" in k:
@@ -200,10 +203,13 @@ def _isolated(run_folders):
     """Every test here writes its runs and checkpoints to its own temporary folders."""
 
 
-def test_rsllm_needs_the_saved_sasrec_run_of_its_candidate_set(smoke):
+def test_rsllm_is_built_without_other_runs_and_needs_the_saved_sasrec_run_to_fit(smoke):
+    """The constructor builds parts only (it read the SASRec run before); fit names the notebook to run."""
     cfg, protocol = smoke
+    rec = get_method("rsllm")(cfg, protocol)  # no SASRec run saved in this test's folders
+    assert rec.id_table is None and rec.soft_embedder is None
     with pytest.raises(FileNotFoundError, match="run notebook 02_baselines"):
-        get_method("rsllm")(cfg, protocol)
+        rec.fit()
 
 
 def test_every_arm_trains_and_ranks_and_the_two_stage_arms_share_stage_one(smoke, tmp_path):
@@ -231,7 +237,7 @@ def test_a_saved_run_loads_with_its_embedder_and_ranks_the_same(smoke):
     cfg, protocol = smoke
     run_method("sasrec", cfg, protocol)
     run = run_method("rsllm", config.override(cfg, RSLLM_STAGES=1, GEN_EVAL_USERS=0), protocol)
-    loaded = load_method(results.load_run(run.record_path.parent))
+    loaded = load_recommender(results.load_run(run.record_path.parent))
     weight = run.recommender.soft_embedder.projector.net[0].weight
     assert torch.equal(loaded.soft_embedder.projector.net[0].weight, weight)
     again = loaded.rank(loaded.eval_view()).set_index("user_id")["rank"]

@@ -2,7 +2,7 @@
 import json
 import subprocess
 
-from workbench import runtime
+from workbench import process
 
 
 def _git(root, *args):
@@ -23,10 +23,10 @@ def test_notebook_edits_are_code_changes_and_new_outputs_are_not(tmp_path):
     (tmp_path / "notes.md").write_text("prose")
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
-    assert not runtime.code_changed(tmp_path)
+    assert not process.code_changed(tmp_path)
     nb.write_text(_notebook("print(1)", "1 (re-run)\n"))  # a run re-wrote the outputs
     (tmp_path / "notes.md").write_text("more prose")
-    assert not runtime.code_changed(tmp_path)
+    assert not process.code_changed(tmp_path)
     nb.write_text(_notebook("print(2)", "2\n"))  # an edited cell: the notebook's code changed
-    assert runtime.code_changed(tmp_path)
-    assert runtime.git_commit(tmp_path).endswith("+dirty")
+    assert process.code_changed(tmp_path)
+    assert process.git_commit(tmp_path).endswith("+dirty")

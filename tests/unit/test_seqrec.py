@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workbench import config
-from workbench.models import seqrec
+from workbench.methods.baselines import models
 
 
 def _toy():
@@ -22,9 +22,9 @@ def test_training_lowers_a_finite_loss_and_changes_the_weights(name):
     cfg = config.resolve("smoke", EPOCHS=15, PATIENCE=15, HISTORY_LEN=5, LEARNING_RATE=1e-2, BATCH_SIZE=32)
     train, valid = _toy()
     torch.manual_seed(0)
-    model = seqrec.build_model(name, 9, cfg)
+    model = models.build_model(name, 9, cfg)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    log = seqrec.fit(model, train, valid, cfg, progress=False)
+    log = models.fit(model, train, valid, cfg, progress=False)
     assert np.isfinite(log["train_loss"]).all()
     assert log["train_loss"].iloc[-1] < log["train_loss"].iloc[0]
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -33,8 +33,8 @@ def test_training_lowers_a_finite_loss_and_changes_the_weights(name):
 
 def test_sasrec_padding_gives_no_nan_and_does_not_change_the_output():
     torch.manual_seed(0)
-    model = seqrec.SASRec(n_items=9, max_len=6, dim=8, layers=2, heads=2, dropout=0.0).eval()
-    short = seqrec.pad_histories([[3, 4]], 6)
+    model = models.SASRec(n_items=9, max_len=6, dim=8, layers=2, heads=2, dropout=0.0).eval()
+    short = models.pad_histories([[3, 4]], 6)
     assert short.tolist() == [[0, 0, 0, 0, 3, 4]]
     with torch.no_grad():
         out = model(short)
@@ -46,21 +46,21 @@ def test_sasrec_padding_gives_no_nan_and_does_not_change_the_output():
 
 def test_empty_history_is_refused():
     with pytest.raises(ValueError, match="empty"):
-        seqrec.pad_histories([[1], []], 4)
+        models.pad_histories([[1], []], 4)
 
 
 def test_popularity_and_full_ranking_exclude_seen_items():
-    pop = seqrec.Popularity(6).fit([[1, 2, 2, 3], [2, 3, 3, 3]])
+    pop = models.Popularity(6).fit([[1, 2, 2, 3], [2, 3, 3, 3]])
     assert pop.counts.tolist() == [0, 1, 3, 4, 0, 0]
     view = pd.DataFrame({"user_id": [1], "history": [[3]], "target": [2], "candidates": [[2, 4, 5]]})
-    assert seqrec.sampled_ranks(pop, view)["rank"].tolist() == [1]
-    assert seqrec.full_ranks(pop, view, seen=[[3]])["rank"].tolist() == [1]   # item 3 excluded
-    assert seqrec.full_ranks(pop, view, seen=[[]])["rank"].tolist() == [2]
+    assert models.sampled_ranks(pop, view)["rank"].tolist() == [1]
+    assert models.full_ranks(pop, view, seen=[[3]])["rank"].tolist() == [1]   # item 3 excluded
+    assert models.full_ranks(pop, view, seen=[[]])["rank"].tolist() == [2]
 
 
 def test_unknown_baseline_name():
     with pytest.raises(ValueError, match="popularity, sasrec, gru4rec or mf"):
-        seqrec.build_model("bert4rec", 10, config.resolve("smoke"))
+        models.build_model("bert4rec", 10, config.resolve("smoke"))
 
 
 def test_a_run_that_stops_early_says_so(capsys):
@@ -68,7 +68,7 @@ def test_a_run_that_stops_early_says_so(capsys):
     cfg = config.resolve("smoke", EPOCHS=50, PATIENCE=1, HISTORY_LEN=5, LEARNING_RATE=1e-2, BATCH_SIZE=32)
     train, valid = _toy()
     torch.manual_seed(0)
-    log = seqrec.fit(seqrec.build_model("gru4rec", 9, cfg), train, valid, cfg)
+    log = models.fit(models.build_model("gru4rec", 9, cfg), train, valid, cfg)
     out = capsys.readouterr().out
     assert len(log) < 50 and f"stopped early at epoch {len(log)} of 50: no validation gain for 1 epoch(s)" in out
     best = int(log.loc[log["valid_ndcg10"].idxmax(), "epoch"])

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import assets
-from .movielens import DataError, Dataset, fingerprint  # noqa: F401  (fingerprint: part of this module's API)
+from .dataset import DataError, Dataset, fingerprint
 
 SPLITS = ("valid", "test")
 CANDIDATE_COLUMNS = ["user_id", "target", "candidates"]
@@ -126,20 +126,39 @@ def training_candidates(windows: pd.DataFrame, seqs: pd.DataFrame, item_ids, n_n
     return out
 
 
+CANDIDATE_IDENTITY = ("dataset", "fingerprint", "tie_break", "n_negatives", "min_interactions", "candidate_seed")
+
+
+def candidate_identity(data: Dataset, seed: int, n_negatives: int, min_interactions: int, tie_break: str) -> dict:
+    """What identifies a fixed candidate set (CANDIDATE_IDENTITY): the data's name and fingerprint and the settings
+    the candidates were drawn with.  The one definition: the folder name, the manifest and the run ids use it."""
+    return {"dataset": data.name, "fingerprint": fingerprint(data), "tie_break": tie_break,
+            "n_negatives": int(n_negatives), "min_interactions": int(min_interactions), "candidate_seed": int(seed)}
+
+
 @dataclass
 class Prepared:
-    """The fixed candidate files of one protocol setting: where they are, whether they were already there, and the
-    manifest that identifies them (dataset, fingerprint, tie_break, n_negatives, min_interactions, candidate_seed)."""
+    """The fixed candidates of one protocol setting, built and read once: where the files are, whether they were
+    already there, the manifest that identifies them, and what was built on the way (the kept users' sequences,
+    their leave-one-out split, each split's checked candidate frame)."""
     folder: Path
     reused: bool
     manifest: dict
+    seqs: pd.DataFrame | None = None
+    split: pd.DataFrame | None = None
+    candidates: dict | None = None  # "valid" | "test" -> user_id, target, candidates
+
+    @property
+    def identity(self) -> dict:
+        """The candidate set's identity (candidate_identity), as the manifest records it."""
+        return {k: self.manifest[k] for k in CANDIDATE_IDENTITY}
 
 
-def prepared_dir(dataset: str, fingerprint: str, tie_break: str, seed: int, n_negatives: int,
-                 min_interactions: int) -> Path:
-    """Where the candidate files of one protocol setting on one data set live (under the cache)."""
-    return assets.cache_dir(f"prepared/{dataset}-{fingerprint}-{tie_break}-neg{n_negatives}-min{min_interactions}"
-                            f"-seed{seed}")
+def prepared_dir(identity: dict) -> Path:
+    """Where the candidate files of one candidate identity live (under the cache)."""
+    i = identity
+    return assets.cache_dir(f"prepared/{i['dataset']}-{i['fingerprint']}-{i['tie_break']}-neg{i['n_negatives']}"
+                            f"-min{i['min_interactions']}-seed{i['candidate_seed']}")
 
 
 def _check_settings(seed, n_negatives, min_interactions, tie_break) -> None:
@@ -154,8 +173,9 @@ def _check_settings(seed, n_negatives, min_interactions, tie_break) -> None:
         raise DataError(f"the candidate seed must be a non-negative integer, got {seed!r}: set CANDIDATE_SEED")
 
 
-def _reusable(out: Path, identity: dict, split: pd.DataFrame, n_negatives: int) -> dict | None:
-    """The manifest of complete, unchanged files drawn for this data and these settings; None otherwise."""
+def _reusable(out: Path, identity: dict, split: pd.DataFrame, n_negatives: int) -> tuple[dict, dict] | None:
+    """The manifest and the checked candidate frames of complete, unchanged files drawn for this data and these
+    settings; None otherwise."""
     try:
         manifest = json.loads((out / "manifest.json").read_text())
         if any(manifest.get(k) != v for k, v in identity.items()):
@@ -165,28 +185,31 @@ def _reusable(out: Path, identity: dict, split: pd.DataFrame, n_negatives: int) 
             return None
         if not all(assets.sha256_of(out / f) == h for f, h in files.items()):
             return None
+        cands = {which: load_candidates(out, which) for which in SPLITS}
         for which in SPLITS:
-            check_candidates(load_candidates(out, which), split, which, out, n_negatives)
+            check_candidates(cands[which], split, which, out, n_negatives)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # DataError is a ValueError
         return None
-    return manifest
+    return manifest, cands
 
 
 def prepare(data: Dataset, seed: int = 0, n_negatives: int = 19, min_interactions: int = 3,
-            tie_break: str = "file_order", force: bool = False) -> Prepared:
+            tie_break: str = "file_order", force: bool = False, report: bool = False) -> Prepared:
     """Write candidates_{valid,test}.parquet once (atomically, manifest last), or reuse them when the folder already
-    holds complete files drawn for this data (fingerprint) and these settings; `seed` is the candidate seed."""
+    holds complete files drawn for this data (fingerprint) and these settings; `seed` is the candidate seed.
+
+    The sequences, the split and the checked candidate frames come back with the files (`Prepared`), so a caller
+    builds nothing twice; report: print how many users were dropped."""
     _check_settings(seed, n_negatives, min_interactions, tie_break)
-    identity = {"dataset": data.name, "fingerprint": fingerprint(data), "tie_break": tie_break,
-                "n_negatives": int(n_negatives), "min_interactions": int(min_interactions), "candidate_seed": int(seed)}
-    out = prepared_dir(data.name, identity["fingerprint"], tie_break, seed, n_negatives, min_interactions)
+    identity = candidate_identity(data, seed, n_negatives, min_interactions, tie_break)
+    out = prepared_dir(identity)
     manifest = out / "manifest.json"
-    seqs = build_sequences(data.interactions, min_interactions, tie_break, report=False)
+    seqs = build_sequences(data.interactions, min_interactions, tie_break, report=report)
     split = leave_one_out(seqs)
     if manifest.exists() and not force:
         recorded = _reusable(out, identity, split, n_negatives)
         if recorded is not None:
-            return Prepared(out, True, recorded)
+            return Prepared(out, True, recorded[0], seqs, split, recorded[1])
         print(f"candidate files in {out} are incomplete, changed or stale: writing them again")
     hashes = {}
     for which in SPLITS:
@@ -197,7 +220,8 @@ def prepare(data: Dataset, seed: int = 0, n_negatives: int = 19, min_interaction
             "interactions": len(data.interactions), "items": len(data.items),
             "duplicate_rows": int(getattr(data, "duplicate_rows", 0)), "sha256": hashes}
     assets.atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
-    return Prepared(out, False, info)
+    written = {which: load_candidates(out, which, split) for which in SPLITS}  # as every later read sees them
+    return Prepared(out, False, info, seqs, split, written)
 
 
 def load_candidates(folder, which: str, split: pd.DataFrame | None = None) -> pd.DataFrame:

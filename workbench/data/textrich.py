@@ -32,6 +32,8 @@ MAX_BAD_LINES and more than MAX_BAD_SHARE of them: then a DataError. Interaction
 catalogue file are dropped with one printed line. Items with no title and no description (abstract) are kept, so that
 no user's sequence changes, titled by their raw id (prompts refuse empty titles), and reported in one printed line.
 An empty file, or no interaction left, is a DataError.
+
+Longer than 300 lines: two source formats (MIND, Amazon Reviews), each with its own tolerant parser.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .movielens import DataError, Dataset, tidy
+from .dataset import DataError, Dataset, tidy
 
 MAX_BAD_SHARE = 0.01  # malformed lines beyond this share of a file (and beyond MAX_BAD_LINES) are refused
 MAX_BAD_LINES = 10  # up to this many malformed lines are always only skipped (small or hand-edited files)

@@ -1,9 +1,16 @@
-"""Recommenders on one contract (base.py), driven by run_method / run_grid (running.py), found by name.
+"""Every method, one folder each: `baselines/`, `mkv/`, `trsr/` (LLM-TRSR), `rsllm/`, `bdlm/`, and any other folder
+placed here (a new method needs no edit outside its folder).
 
-Registered: popularity, sasrec, gru4rec, mf (baselines.py), mkv (mkv.py), trsr (trsr.py: LLM-TRSR),
-rsllm (rsllm.py: RSLLM), bdlm (bdlm.py: BDLM).  See docs/design.md, "Adding a method".
+Importing this package declares them all (each folder's `__init__.py`: its parameters, report entries and ablation;
+light, no model code), in ORDER, then any other folder alphabetically.  `workbench.recommender.get_method(name)`
+imports a method's class when first asked for; `pipeline.py` drives any of them (seed -> fit -> rank -> save).
+See docs/design.md, "Adding a method".
 """
-from .base import REGISTRY, Recommender, get_method, register  # noqa: F401
-from .running import (Grid, MethodRun, find_run, load_method, method_run_id, ranks_on, run_grid, run_method,  # noqa: F401
-                      seed_runs)
-from . import baselines, bdlm, mkv, rsllm, trsr  # noqa: F401,E402  (registers the methods)
+import importlib
+import pkgutil
+
+ORDER = ("baselines", "mkv", "trsr", "rsllm", "bdlm")  # the comparison's row order
+
+FOLDERS = [*ORDER, *sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and m.name not in ORDER)]
+for _folder in FOLDERS:
+    importlib.import_module(f"{__name__}.{_folder}")

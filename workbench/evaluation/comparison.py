@@ -1,0 +1,171 @@
+"""Every method on one protocol, from saved runs only: each registered comparison entry's runs (one per training seed
+in METHOD_SEEDS) aligned on the users all of them ranked; the same-user comparison a method's notebook shows beside
+the baselines; each ablation's saved summary.
+
+A missing run is named with the command that makes it; a run made from another commit than most of the compared
+runs is flagged.  Numbers: per-user metrics averaged over seeds, then a bootstrap over users (the pooled CI), with
+the spread of the per-seed means beside it.  Sampled ranking, 20 candidates.  Reproduce: `python -m workbench report`.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .. import config, metrics
+from ..methods.pipeline import ablation_summary_path, method_run_id, ranks_on
+from ..recommender import REGISTRY, Entry, entries
+from ..results import SavedRun, load_run
+
+
+def command(notebook: str, cfg: dict) -> str:
+    """The command that (re)makes a notebook's runs for this profile (notebook: its file stem or number)."""
+    return f"python -m workbench run {notebook[:2]} --profile {cfg['PROFILE']}"
+
+
+@dataclass
+class Comparison:
+    """Saved runs of every entry found for one parameter setting, aligned on common users."""
+    cfg: dict
+    users: list
+    ranks: dict                    # label -> (users x seeds) ranks
+    runs: dict                     # label -> [SavedRun per seed]
+    missing: dict = field(default_factory=dict)   # label -> the command that makes the run
+    reference_commit: str | None = None
+    def commits(self, label: str) -> list[str]:
+        """The short commits an entry's runs were made at."""
+        return sorted({(r.record.get("git_commit") or "unknown")[:7] for r in self.runs[label]})
+
+    def flagged(self) -> dict:
+        """Entries with a run from another commit than the reference (the most frequent among the compared runs)."""
+        ref = (self.reference_commit or "")[:7]
+        return {label: self.commits(label) for label in self.runs if self.commits(label) != [ref]}
+
+    def table(self) -> pd.DataFrame:
+        """Long CI table over the common users (seeds pooled per user)."""
+        return metrics.ci_table(self.ranks, self.cfg["N_BOOTSTRAP"], self.cfg["SEED"])
+
+    def seed_spread(self, metric: str = "NDCG@10") -> pd.Series:
+        """Per entry, 'min-max' of the per-seed means of `metric` ('' with one seed)."""
+        out = {}
+        for label, r in self.ranks.items():
+            means = [metrics.per_user_metrics(r[:, j])[metric].mean() for j in range(r.shape[1])]
+            out[label] = f"{min(means):.3f}-{max(means):.3f}" if len(means) > 1 else ""
+        return pd.Series(out, name=f"{metric} seed range")
+
+    def paired(self, reference: str) -> pd.DataFrame:
+        """Paired bootstrap of every entry against `reference` on the common users."""
+        return metrics.paired_against(self.ranks, reference, self.cfg["N_BOOTSTRAP"], self.cfg["SEED"])
+
+    def cost(self) -> pd.DataFrame:
+        """Per entry (first seed's run): training and ranking time, prompt tokens, SFT rows, trainable parameters."""
+        rows = []
+        for label, runs in self.runs.items():
+            rec = runs[0].record
+            rows.append({"method": label, "fit s": _number(rec.get("fit_seconds"), 1),
+                         "rank s/user": _number(_per_user(rec.get("rank_seconds"), rec.get("n_users")), 3),
+                         "prompt tokens": _number(rec.get("prompt_tokens_mean"), 0),
+                         "SFT rows": _number(rec.get("sft_samples"), 0),
+                         "trainable parameters": _number(rec.get("trainable_parameters"), 0),
+                         "device": rec.get("device"), "commit": ", ".join(self.commits(label))})
+        return pd.DataFrame(rows).set_index("method")
+
+
+def _number(value, digits: int) -> str:
+    """A number with `digits` decimals and thousands separators; '–' for none."""
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _per_user(seconds, users):
+    return seconds / users if seconds is not None and users else None
+
+
+def entry_runs(entry: Entry, cfg: dict, protocol, seeds) -> list[SavedRun]:
+    """The entry's saved run for every seed; FileNotFoundError if one is missing."""
+    runs = []
+    for seed in seeds:
+        run_cfg = config.override(cfg, SEED=seed, **dict(entry.changes))
+        runs.append(load_run(method_run_id(entry.method, run_cfg, protocol, entry.run_name)))
+    return runs
+
+
+def entry_ranks(entry: Entry, run: SavedRun) -> pd.Series:
+    """Per-user ranks of an entry's run (a variant column for BDLM's models), indexed by user."""
+    if entry.variant is None:
+        return run.ranks.set_index("user_id")["rank"]
+    path = run.folder / "variants.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: re-run notebook {entry.notebook}")
+    return pd.read_parquet(path).set_index("user_id")[entry.variant]
+
+
+def collect(cfg: dict, protocol, rows: tuple[Entry, ...] | None = None, seeds=None) -> Comparison:
+    """Every entry's saved runs for `cfg` (METHOD_SEEDS unless `seeds`), aligned on the users all of them ranked."""
+    seeds = list(seeds or cfg["METHOD_SEEDS"])
+    found, missing = {}, {}
+    for entry in rows if rows is not None else entries():
+        try:
+            runs = entry_runs(entry, cfg, protocol, seeds)
+            found[entry.label] = (runs, [entry_ranks(entry, r) for r in runs])
+        except FileNotFoundError:
+            missing[entry.label] = command(entry.notebook, cfg)
+    if not found:
+        raise FileNotFoundError(f"no saved runs for profile {cfg['PROFILE']}: run `python -m workbench run --profile "
+                                f"{cfg['PROFILE']}` first")
+    users = sorted(set.intersection(*(set(r.index) for _, per_seed in found.values() for r in per_seed)))
+    if not users:
+        raise ValueError("the saved runs share no evaluated user: re-run them with the same LLM_EVAL_USERS")
+    ranks = {label: np.stack([r.loc[users].to_numpy() for r in per_seed], axis=1)
+             for label, (_, per_seed) in found.items()}
+    runs = {label: runs for label, (runs, _) in found.items()}
+    commits = Counter((r.record.get("git_commit") or "unknown") for rs in runs.values() for r in rs)
+    return Comparison(cfg, users, ranks, runs, missing, commits.most_common(1)[0][0])
+
+
+def ablations() -> list[str]:
+    """The registered methods that declare an ablation, in registration order."""
+    return [name for name, spec in REGISTRY.items() if spec.ablation]
+
+
+def ablation_summary(method: str, cfg: dict, protocol) -> tuple[pd.DataFrame | None, str]:
+    """The summary CSV the method's ablation notebook saved for these parameters (the file `run_ablation` names from
+    its arms' run ids), or None and the command that makes it."""
+    path = ablation_summary_path(method, cfg, protocol, write=False)
+    if not path.exists():
+        return None, command(REGISTRY[method].ablation_notebook, cfg)
+    return pd.read_csv(path, index_col="method"), path.name
+
+
+def same_users(cfg: dict, protocol, runs: dict | None = None, saved=("Popularity", "SASRec", "GRU4Rec"),
+               users=None) -> dict:
+    """{label: ranks array} of the saved comparison entries `saved` (by label), then of `runs` (label -> ranks frame,
+    e.g. this notebook's runs), all on `users` (default: the first run's users, sorted); a user missing from any of
+    them is an error, never a silent drop.  The step every method notebook takes before comparing."""
+    runs = runs or {}
+    if users is None:
+        if not runs:
+            raise ValueError("give `users` or at least one run whose users to compare on")
+        users = sorted(next(iter(runs.values()))["user_id"])
+    by_label = {e.label: e for e in entries()}
+    unknown = [label for label in saved if label not in by_label]
+    if unknown:
+        raise KeyError(f"no comparison entry {', '.join(unknown)}: use one of {', '.join(by_label)}")
+    out = {}
+    for label in saved:
+        entry = by_label[label]
+        run = load_entry_run(entry, cfg, protocol)
+        ranks = entry_ranks(entry, run)
+        out[label] = ranks_on(pd.DataFrame({"user_id": ranks.index, "rank": ranks.to_numpy()}), users)
+    out.update({label: ranks_on(ranks, users) for label, ranks in runs.items()})
+    return out
+
+
+def load_entry_run(entry: Entry, cfg: dict, protocol) -> SavedRun:
+    """An entry's saved run at cfg's SEED, or a one-line error naming the notebook that makes it."""
+    try:
+        return entry_runs(entry, cfg, protocol, [cfg["SEED"]])[0]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no saved run for {entry.label} with these parameters: make it with "
+                                f"`{command(entry.notebook, cfg)}` (same parameters)") from None

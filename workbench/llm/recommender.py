@@ -1,0 +1,236 @@
+"""Steps every LLM method shares: load the model, the evaluated users, the SFT samples, LoRA SFT, ranking, saving.
+
+A subclass supplies its prompts (`prompts(view, epoch=None)` -> prompt/completion rows) and the text its tiny
+smoke-profile tokenizer is trained on (`corpus()`); everything else (same users, same candidates, same trainer and
+scorer, checkpoints keyed by training parameters only) is here, so every LLM method is compared on equal terms.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import process
+from ..data.protocol import load_protocol
+from ..data.splits import seeded_subset, select_users, training_candidates
+from ..recommender import Recommender
+from . import scoring
+from .loading import load_llm, set_attention
+from .prompting import Catalog
+from .sft import checkpoint_dir, train_sft
+
+TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
+                "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
+                "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
+
+
+def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
+    """A seeded subset of a view's users (the same for every method with the same n_users and candidate seed)."""
+    users = select_users(view["user_id"], n_users, seed)
+    return view[view["user_id"].isin(users)].reset_index(drop=True)
+
+
+def training_subset(protocol, n_samples: int | None, n_negatives: int, seed: int) -> pd.DataFrame:
+    """A seeded subset of training windows (nested in n_samples), each with its own candidate list (part of the data,
+    not the training seed)."""
+    windows = protocol.train
+    if n_samples is not None and n_samples < len(windows):
+        windows = windows.iloc[seeded_subset(len(windows), n_samples, seed)]
+    return training_candidates(windows, protocol.seqs, protocol.data.items["item_id"], n_negatives, seed)
+
+
+def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
+    """HR@1 by where the target is listed among the candidates (1 = first), under the stored order alone and averaged
+    over SCORE_ORDERS orders: a model without position bias has the same HR@1 everywhere."""
+    groups = ranks.assign(listed=ranks["rank_listed"] == 1, averaged=ranks["rank"] == 1).groupby("target_position")
+    return pd.DataFrame({"users": groups.size(), "hr1_stored_order": groups["listed"].mean().round(4),
+                         "hr1_order_averaged": groups["averaged"].mean().round(4)})
+
+
+def prompt_lengths(tokenizer, prompts) -> list[int]:
+    """Token count of each prompt."""
+    return [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+
+
+class LLMRecommender(Recommender):
+    """An LLM fine-tuned with LoRA (TRL SFTTrainer) on prompt/completion rows, ranking candidates by likelihood.
+
+    LLM_TRAIN_SAMPLES = 0 means zero-shot (no tuning).  Subclasses add their own parameters to `method_params`.
+    What the base class uses and subclasses may set: `catalog` (items and users, built here), `model`, `tokenizer`,
+    `soft_embedder` (ids -> vectors for the prompts' soft tokens; None without ID embeddings), `adapter` (the
+    trained LoRA folder), `sft_rows` and `train_prompt_tokens` (set by `fit`).
+    """
+    method_params: tuple[str, ...] = ()
+
+    def __init__(self, cfg: dict, protocol, device: str = "cpu"):
+        super().__init__(cfg, protocol, device)
+        self.catalog = Catalog(protocol.data.users, protocol.data.items)
+        self.model, self.tokenizer = load_llm(cfg["MODEL"], device, tiny_texts=self.corpus(), seed=cfg["SEED"])
+        set_attention(self.model, cfg["ATTENTION"])
+        self.adapter, self.sft_rows, self.train_prompt_tokens = None, 0, []
+        self.last_prompts, self.last_ranks, self.generation = [], None, {}
+        self.soft_embedder, self.is_set_up = None, False
+
+    def setup(self) -> None:
+        """`attach` once: `fit` and `load` call this before anything else (a notebook may call it to look first)."""
+        if not self.is_set_up:
+            self.attach()
+            self.is_set_up = True
+
+    def attach(self) -> None:
+        """Read what the method needs from other saved runs and build the parts that depend on it (soft tokens, ID
+        embedders): work kept out of the constructor.  Nothing by default."""
+
+    def use_threads(self) -> int:
+        """Set torch's CPU threads for this model (NUM_THREADS; None: 1 for a tiny model, else every core): fit and
+        rank call this, the constructor does not (it changes the whole process)."""
+        n_params = sum(p.numel() for p in self.model.parameters())
+        threads = self.cfg["NUM_THREADS"]
+        return process.set_threads(threads if threads is not None else (1 if n_params < 5e6 else None))
+
+    @classmethod
+    def train_params(cls) -> tuple[str, ...]:
+        """Parameters that change the fine-tuned weights (they key the checkpoints)."""
+        return TRAIN_PARAMS + cls.method_params
+
+    @classmethod
+    def run_key(cls, cfg: dict, protocol) -> dict:
+        """The candidate set, the evaluated users, the scorer and every training parameter."""
+        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
+        return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)}}
+
+    def corpus(self) -> list[str]:
+        """Text the tiny model's tokenizer is trained on (smoke profile)."""
+        raise NotImplementedError
+
+    def prompts(self, view: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+        """Prompt/completion rows for a view; epoch=None gives the fixed evaluation prompts, else a training draw."""
+        raise NotImplementedError
+
+    def eval_view(self, which: str = "test") -> pd.DataFrame:
+        """The seeded LLM_EVAL_USERS subset (same users for every LLM method with the same candidate seed)."""
+        return eval_subset(getattr(self.protocol, which), self.cfg["LLM_EVAL_USERS"], self.cfg["CANDIDATE_SEED"])
+
+    def training_view(self, n_samples: int | None = -1) -> pd.DataFrame:
+        """The seeded training windows with their candidates (LLM_TRAIN_SAMPLES of them unless n_samples says)."""
+        n = self.cfg["LLM_TRAIN_SAMPLES"] if n_samples == -1 else n_samples
+        return training_subset(self.protocol, n, self.cfg["N_NEGATIVES"], self.cfg["CANDIDATE_SEED"])
+
+    def sft_examples(self) -> pd.DataFrame:
+        """LLM_EPOCHS draws of the training prompts, stacked (each epoch its own augmentation draw)."""
+        view = self.training_view()
+        return pd.concat([self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])], ignore_index=True)
+
+    def checkpoint_key(self) -> dict:
+        """Training parameters and the training data's identity only: evaluation settings never retrain.
+
+        Several processes (accelerate launch) train on other batches than one does, so their number enters the key.
+        """
+        identity = self.protocol.identity()
+        processes = int(os.environ.get("WORLD_SIZE", 1))
+        return {"method": self.name, "data": identity, **{k: self.cfg[k] for k in self.train_params()},
+                **({"processes": processes} if processes > 1 else {})}
+
+    def fit(self, callbacks=()) -> pd.DataFrame:
+        """LoRA SFT on the training prompts (resumes or reuses its checkpoints); zero-shot when LLM_TRAIN_SAMPLES=0."""
+        self.use_threads()
+        self.setup()
+        if self.cfg["LLM_TRAIN_SAMPLES"] == 0:
+            return pd.DataFrame(columns=["step", "loss", "learning_rate"])
+        examples = self.sft_examples()
+        self.sft_rows = len(examples)
+        self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
+        out = checkpoint_dir(self.name, self.checkpoint_key())
+        self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device,
+                                    callbacks=callbacks)
+        self.adapter = out / "adapter"
+        return log
+
+    def n_orders(self, scorer: str) -> int:
+        """Candidate orders each user is scored under: SCORE_ORDERS, one for generate-then-match."""
+        return 1 if scorer == "generate" else self.cfg["SCORE_ORDERS"]
+
+    def rank(self, view: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
+        """Likelihood ranking of the fixed evaluation prompts, each user's candidates listed in SCORE_ORDERS orders.
+
+        scorer: batched | prefix | naive (likelihood, order-averaged) or generate (stored order only); None = batched.
+        """
+        self.use_threads()
+        scorer = scorer or "batched"
+        if scorer == "generate":
+            examples = self.prompts(view).assign(candidates=view["candidates"].to_numpy())
+            return scoring.rank_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+                                      soft_embedder=self.soft_embedder)
+        self.last_ranks = scoring.view_ranks(view, self.view_scores(view, scorer))
+        return self.last_ranks
+
+    def view_scores(self, view: pd.DataFrame, scorer: str = "batched") -> pd.DataFrame:
+        """Each user's candidate log-likelihoods (`scoring.per_user_scores`: order-averaged `scores`, stored-order
+        `listed`); records the prompts' token lengths."""
+        views = scoring.order_views(view, self.n_orders(scorer), self.cfg["CANDIDATE_SEED"])
+        examples = pd.concat([self.prompts(v).assign(candidates=v["candidates"].to_numpy()) for v in views],
+                             ignore_index=True)
+        first = examples.head(len(view))  # the stored order; a pointwise row is counted with its first question
+        texts = first["prompt"] + first["questions"].str[0] if "questions" in first else first["prompt"]
+        self.last_prompts = prompt_lengths(self.tokenizer, texts)
+        return scoring.score_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
+                                   reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"],
+                                   soft_embedder=self.soft_embedder)
+
+    def diagnose(self, view: pd.DataFrame) -> dict:
+        """Generate-then-match beside likelihood ranking (timed by the pipeline as diagnose_seconds)."""
+        self.generation = self.generate_then_match(view)
+        return self.generation
+
+    def generate_then_match(self, view: pd.DataFrame) -> dict:
+        """Greedy generation matched to the candidates on the first GEN_EVAL_USERS users: ValidRatio and HR@1."""
+        n = self.cfg["GEN_EVAL_USERS"]
+        if n == 0:
+            return {}
+        start = time.time()
+        ranks = self.rank(view.head(n), scorer="generate")
+        return {"users": len(ranks), "seconds": round(time.time() - start, 2),
+                "valid_ratio": float(ranks["valid"].mean()), "hr1": float((ranks["rank"] == 1).mean()),
+                "answers": ranks["answer"].head(5).tolist()}
+
+    def trainable_parameters(self) -> int:
+        """Parameters training changed: the LoRA adapter's and the soft-token embedder's trainable ones (0 zero-shot)."""
+        lora = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
+        soft = (sum(p.numel() for p in self.soft_embedder.parameters() if p.requires_grad)
+                if self.soft_embedder is not None else 0)
+        return int(lora + soft) if self.sft_rows else 0
+
+    def report(self, view: pd.DataFrame) -> dict:
+        """Model, users, prompt lengths, SFT size, and generate-then-match (from `diagnose`) beside the ranks."""
+        lengths = list(self.last_prompts)
+        out = {"model": self.cfg["MODEL"], "eval_users": len(view), "sft_samples": self.sft_rows,
+               "trainable_parameters": self.trainable_parameters(),
+               "prompt_tokens_mean": float(np.mean(lengths)), "prompt_tokens_max": int(max(lengths)),
+               "variant": "LoRA SFT" if self.cfg["LLM_TRAIN_SAMPLES"] != 0 else "zero-shot"}
+        if self.sft_rows:
+            t = self.train_prompt_tokens
+            out["train_prompt_tokens"] = {"mean": float(np.mean(t)), "median": float(np.median(t)),
+                                          "min": int(min(t)), "max": int(max(t))}
+        if self.last_ranks is not None:
+            out["hr1_by_target_position"] = hr1_by_position(self.last_ranks).to_dict("index")
+        return {**out, "generate_then_match": self.generation} if self.generation else out
+
+    def save(self, folder: Path) -> None:
+        """The LoRA adapter (if tuned), copied into the run folder."""
+        if self.adapter is not None:
+            shutil.copytree(self.adapter, folder / "adapter")
+
+    @classmethod
+    def load(cls, folder: Path, record: dict, device: str = "cpu") -> "LLMRecommender":
+        """The base model with the run's adapter; needs the protocol for the prompts, so it is rebuilt from cfg."""
+        from peft import PeftModel
+        cfg = record["parameters"]
+        rec = cls(cfg, load_protocol(cfg), device)
+        rec.setup()
+        if (folder / "adapter").exists():
+            rec.model = PeftModel.from_pretrained(rec.model, folder / "adapter").eval()
+        return rec

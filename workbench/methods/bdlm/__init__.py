@@ -1,0 +1,56 @@
+"""BDLM (Zhang et al., 2023): an information-sharing module between an LLM and a domain model (declared here).
+
+The shared tables and the domain model are `bridge.py`, the mutual-learning phases `mutual.py`, the method
+`method.py`.  This file declares its parameters, ablation arms and rows in the comparison (the LLM, the domain model
+and their ensemble after the rounds).  Reproduce: `python -m workbench run 08` (method and ablation).
+"""
+from ... import config
+from ...config import Param
+from ...recommender import Ablation, Entry, MethodSpec, register
+
+SHARINGS = ("none", "frozen", "one_way", "mutual")
+VARIANTS = ("llm", "domain", "ensemble")  # the models evaluated before and after the rounds
+
+
+def arm_changes(arm: str) -> dict:
+    """The parameters of one ablation arm: a BDLM_SHARING value (none | frozen | one_way | mutual)."""
+    if arm not in SHARINGS:
+        raise ValueError(f"unknown BDLM arm {arm!r}: use one of {', '.join(SHARINGS)}")
+    return {"BDLM_SHARING": arm}
+
+
+config.register({
+    "DOMAIN_MODEL": Param("sasrec", "str", "BDLM: the domain model whose tables start the information-sharing module: a "
+                       "saved run of notebook 02 (sasrec, gru4rec) or mf (trained on first use)",
+                       choices=("sasrec", "gru4rec", "mf")),
+    "BDLM_PROMPT": Param("id", "str", "BDLM: items in the prompt as soft tokens alone (id: the LLM sees items only through "
+                      "the shared tables) or as title + soft token (unified); a user token leads either",
+                      choices=("id", "unified")),
+    "BDLM_ROUNDS": Param(1, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
+                      "domain phase", low=1),
+    "BDLM_SHARING": Param("mutual", "str", "BDLM: mutual (both KL terms, both train the shared tables), one_way (domain "
+                       "-> LLM: the LLM's KL term only, the LLM reads but does not train the tables), frozen (both KL "
+                       "terms, tables frozen) or none (no KL, each model its own copy)", choices=SHARINGS),
+    "KL_LLM": Param(1.0, "float", "BDLM: weight of KL(domain || LLM) over the candidates in the LLM's loss", low=0),
+    "KL_DOMAIN": Param(1.0, "float", "BDLM: weight of KL(LLM || domain) over the candidates in the domain model's loss",
+                    low=0),
+    "KL_TEMPERATURE": Param(2.0, "float", "BDLM: temperature of both candidate distributions (KL terms, ensemble)",
+                         low=0.01, high=100),
+    "DOMAIN_STEPS": Param(50, "int", "BDLM: domain-model Adam steps (BATCH_SIZE windows, LEARNING_RATE) per round",
+                       low=1),
+    "BDLM_TRAIN_SAMPLES": Param(8, "int", "BDLM: training windows of every round (main run and ablation arms alike: "
+                             "each round adds a KL pass over their 20 candidates); None = LLM_TRAIN_SAMPLES", low=1,
+                             optional=True),
+    "BDLM_VALID_USERS": Param(8, "int", "BDLM: validation users both models are scored on after each round; None = all",
+                           low=1, optional=True),
+    "ENSEMBLE_WEIGHT": Param(0.5, "float", "BDLM: weight of the domain model's log-probs in the score-level ensemble",
+                          low=0, high=1),
+    "BDLM_ARMS": Param(list(SHARINGS), "list_str", "BDLM ablation arms: BDLM_SHARING values", choices=SHARINGS),
+}, profiles={"smoke": {"BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": None, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
+               "gpu": {"BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": 1500, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200}})
+
+SPEC = register(MethodSpec(
+    "bdlm", "BDLM", "workbench.methods.bdlm.method", "08_bdlm_information_sharing",
+    entries=(Entry("BDLM LLM"), Entry("BDLM domain model", variant="domain_after"),
+             Entry("BDLM ensemble", variant="ensemble_after")),
+    ablation=Ablation("BDLM_ARMS", arm_changes, own_training=False, reference="mutual")))

@@ -1,0 +1,140 @@
+"""Mutual learning (BDLM): each model is pulled toward the other's distribution over a window's 20 candidates.
+
+    p_m(c) = softmax_c(s_m(c) / T)         s_llm: the title's log-likelihood (the ranking score), s_dom: domain logit
+    KL term = T^2 * mean_rows sum_c p_teacher(c) * (log p_teacher(c) - log p_student(c))
+
+LLM side: `MutualSFTTrainer`, LM loss + KL_LLM * KL(p_dom || p_llm), s_llm from the batched engine with gradients
+(`engine.batch_logp`: the very scores ranking uses).  It records p_llm for every row it trains on, which is the teacher
+of the domain side: `domain_phase`, next-item cross-entropy + KL_DOMAIN * KL(p_llm || p_dom) (`seqrec.train_step`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ...llm import softtokens
+from ...llm.likelihood import batch_logp, make_items, masked_attention, score_items
+from .bridge import candidate_logits
+from ..baselines.models import pad_histories, train_step
+from ...llm.sft import SoftTokenSFTTrainer
+
+
+def distill_kl(student_scores: torch.Tensor, teacher_logp: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * mean over rows of KL(teacher || softmax(student_scores / T)); teacher_logp: log-probs at T, same shape."""
+    if student_scores.shape != teacher_logp.shape:
+        raise ValueError(f"student scores {tuple(student_scores.shape)} and teacher log-probs "
+                         f"{tuple(teacher_logp.shape)} differ: both must list the same candidates of the same rows")
+    student = F.log_softmax(student_scores.float() / temperature, dim=-1)
+    teacher = teacher_logp.to(student.device).float()
+    return temperature ** 2 * (teacher.exp() * (teacher - student)).sum(-1).mean()
+
+
+def log_probs(scores, temperature: float) -> torch.Tensor:
+    """log softmax(scores / T) over each row's candidates."""
+    return F.log_softmax(torch.as_tensor(np.asarray(scores), dtype=torch.float32) / temperature, dim=-1)
+
+
+class MutualSFTTrainer(SoftTokenSFTTrainer):
+    """Soft-token SFT whose loss adds KL_LLM * KL(p_dom || p_llm) on each row's candidates (module docstring) and
+    records each row's p_llm (log-probs, detached) for the domain side.
+
+    Args:
+        kl_items: per row id, the engine item (prompt and candidate title token ids) that ranking would score.
+        teacher: (rows, candidates) domain log-probs at `temperature`, or None (no KL term: record only).
+        kl_weight: weight of the KL term (0: record p_llm without a gradient).
+        temperature: distillation temperature T.
+        reduce: title log-likelihood reduction, as ranking's SCORE_REDUCE.
+        record: row id -> latest p_llm log-probs (filled in place).
+    """
+    row_columns = ("soft_ids", "row")
+
+    def __init__(self, *args, kl_items: list, teacher: torch.Tensor | None, kl_weight: float, temperature: float,
+                 reduce: str, record: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kl_items, self.teacher, self.kl_weight = kl_items, teacher, kl_weight
+        self.temperature, self.reduce, self.record = temperature, reduce, record
+        if kl_weight and teacher is None:
+            raise ValueError("a KL weight without the domain model's log-probs: give `teacher`")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        lm = out[0] if return_outputs else out
+        steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1  # as TRL's aux
+        rows = inputs["row"].tolist()
+        with torch.set_grad_enabled(bool(self.kl_weight) and torch.is_grad_enabled()):
+            scores = self.candidate_scores(inputs["soft_ids"], rows)
+        logp = F.log_softmax(scores.detach().float() / self.temperature, dim=-1).cpu()
+        self.record.update({r: logp[b] for b, r in enumerate(rows)})
+        terms, total = {"loss_lm": lm.detach() * steps}, lm
+        if self.kl_weight:
+            terms["loss_kl"] = distill_kl(scores, self.teacher[rows], self.temperature)
+            total = total + self.kl_weight * terms["loss_kl"] / steps
+        mode = "train" if self.model.training else "eval"
+        for name, value in terms.items():
+            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
+        return (total, out[1]) if return_outputs else total
+
+    def candidate_scores(self, soft_ids: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """(batch, candidates) title log-likelihoods of the rows' candidates after their prompts (soft tokens in)."""
+        embedder = self.model.soft_embedder
+        items = [dataclasses.replace(self.kl_items[r], soft=embedder(ids[ids != softtokens.PAD_ID]))
+                 for ids, r in zip(soft_ids, rows)]
+        with masked_attention(self.model):
+            scores = batch_logp(self.model, items, self.processing_class.pad_token_id, self.reduce)
+        if len({len(s) for s in scores}) != 1:
+            raise ValueError("rows list different numbers of candidates: the KL term compares equal-length lists")
+        return torch.stack(scores)
+
+
+def kl_items(tokenizer, prompts: pd.DataFrame, catalog) -> list:
+    """Per prompt row: the engine item ranking scores (prompt ids, candidate title ids), without soft vectors."""
+    titles = [[catalog.title(i) for i in c] for c in prompts["candidates"]]
+    return make_items(tokenizer, prompts["prompt"], titles)
+
+
+@torch.no_grad()
+def score_rows(model, tokenizer, embedder, items: list, soft_ids, reduce: str, temperature: float) -> torch.Tensor:
+    """(rows, candidates) LLM log-probs at `temperature` of `kl_items` rows (soft vectors from their soft_ids), scored
+    as ranking scores them (the eval-mode model, stored order)."""
+    embedder.eval()
+    device = next(embedder.parameters()).device
+    rows = [dataclasses.replace(it, soft=embedder(torch.as_tensor(list(ids), dtype=torch.long, device=device)))
+            for it, ids in zip(items, soft_ids)]
+    scores = score_items(model, rows, tokenizer.pad_token_id, reduce, progress=False)
+    return log_probs(np.stack(scores), temperature)
+
+
+def domain_phase(domain, windows: pd.DataFrame, steps: int, cfg: dict, seed: int, device: str = "cpu",
+                 kl_view: pd.DataFrame | None = None, teacher: torch.Tensor | None = None, kl_weight: float = 0.0,
+                 progress: bool = True) -> pd.DataFrame:
+    """`steps` Adam steps of the domain model: next-item cross-entropy on seeded batches of the training windows, plus
+    kl_weight * KL(p_llm || p_dom) on a seeded batch of `kl_view` rows (the LLM's windows, their candidates) whose
+    LLM log-probs are `teacher`.  Parameters with requires_grad False (frozen shared tables) stay as they are."""
+    if kl_weight and (kl_view is None or teacher is None or len(kl_view) != len(teacher)):
+        raise ValueError("the domain KL term needs the LLM's windows and one row of LLM log-probs per window")
+    domain.to(device).train()
+    params = [p for p in domain.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg["LEARNING_RATE"])
+    gen = torch.Generator().manual_seed(seed)
+    seq = pad_histories(windows["history"], domain.max_len)
+    target = torch.tensor(windows["target"].tolist(), dtype=torch.long)
+    users = torch.tensor(windows["user_id"].tolist(), dtype=torch.long)
+    log, size = [], cfg["BATCH_SIZE"]
+    for step in tqdm(range(1, steps + 1), desc="domain model", disable=not progress, mininterval=10):
+        idx = torch.randint(len(seq), (size,), generator=gen)
+        extra = None
+        if kl_weight:
+            rows = torch.randint(len(kl_view), (min(size, len(kl_view)),), generator=gen).numpy()
+            extra = lambda model: kl_weight * distill_kl(candidate_logits(model, kl_view.iloc[rows], device),
+                                                         teacher[rows], cfg["KL_TEMPERATURE"])
+        terms = train_step(domain, opt, seq[idx].to(device), target[idx].to(device), users[idx].to(device), extra,
+                           where=f"domain step {step}")
+        log.append({"domain_step": step, "loss_ce": terms["ce"], "loss_kl": terms.get("extra", 0.0) / kl_weight
+                    if kl_weight else None})
+    domain.eval()
+    return pd.DataFrame(log)

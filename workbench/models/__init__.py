@@ -1,1 +1,0 @@
-"""Models: conventional sequential recommenders (seqrec), and later the LLMs, projector and bridge."""
