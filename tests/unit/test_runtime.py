@@ -30,3 +30,14 @@ def test_notebook_edits_are_code_changes_and_new_outputs_are_not(tmp_path):
     nb.write_text(_notebook("print(2)", "2\n"))  # an edited cell: the notebook's code changed
     assert process.code_changed(tmp_path)
     assert process.git_commit(tmp_path).endswith("+dirty")
+
+
+def test_importing_workbench_sets_the_openmp_wait_policy_before_torch_starts():
+    """OMP_WAIT_POLICY is read once, at OpenMP's start: set at import, not when threads are first set in fit."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    code = "import workbench, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "PASSIVE"
