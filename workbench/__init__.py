@@ -7,13 +7,8 @@ folder per method) -> evaluation/ (comparison, report) -> notebook/ (session, pl
 
 __version__ = "0.1.0"
 
-import os as _os
-
 from . import quiet as _quiet
 
-# OpenMP reads its wait policy once, when torch first runs a parallel op: set it before any model work (building a
-# method may run torch ops before `fit` sets the threads; spinning workers slowed the LLM notebooks by 5-35%).
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _quiet.install()  # third-party noise filtered before any library that makes it is imported
 
 from . import methods as _methods  # noqa: E402,F401  (declares every method and its parameters: light)

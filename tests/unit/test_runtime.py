@@ -32,12 +32,14 @@ def test_notebook_edits_are_code_changes_and_new_outputs_are_not(tmp_path):
     assert process.git_commit(tmp_path).endswith("+dirty")
 
 
-def test_importing_workbench_sets_the_openmp_wait_policy_before_torch_starts():
-    """OMP_WAIT_POLICY is read once, at OpenMP's start: set at import, not when threads are first set in fit."""
+def test_the_llm_core_sets_the_openmp_wait_policy_at_import_and_the_baselines_do_not():
+    """OMP_WAIT_POLICY is read once, at OpenMP's start: the LLM core sets it when imported (before any of its torch
+    ops), not when fit first sets the threads; a baselines-only process keeps OpenMP's default."""
     import os
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    code = "import workbench, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = ("import os, workbench; from workbench.recommender import get_method; get_method('sasrec'); "
+            "a = os.environ.get('OMP_WAIT_POLICY'); import workbench.llm; print(a, os.environ.get('OMP_WAIT_POLICY'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "PASSIVE"
+    assert out.split() == ["None", "PASSIVE"]
