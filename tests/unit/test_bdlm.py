@@ -17,7 +17,6 @@ from workbench.methods.baselines import models
 from workbench.llm.loading import load_llm
 from workbench.llm.projector import IDEmbedder, user_key
 from workbench.methods.bdlm.mutual import MutualSFTTrainer, distill_kl, domain_phase, kl_items, log_probs
-from workbench.methods.mkv import prompts
 from workbench.llm import unified
 
 N_ITEMS, N_USERS, DIM = 13, 10, 8  # the ml-100k fixture has 12 items

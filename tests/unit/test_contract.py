@@ -103,7 +103,6 @@ def fifth_method(smoke):
 
 def test_a_fifth_method_declared_in_one_place_runs_through_the_pipeline_ablation_and_report(smoke, fifth_method):
     cfg, protocol = smoke
-    cfg = config.override(cfg)  # picks up the new parameters' defaults
     cfg = {**cfg, **{k: config.PARAMS[k].default for k in ("SHUFFLE_SALT", "SHUFFLE_ARMS")}}
     run = run_method("shuffle", cfg, protocol)
     assert load_recommender(results.load_run(run.run_id)).rank(protocol.test).sort_values(

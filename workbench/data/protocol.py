@@ -9,7 +9,7 @@ import pandas as pd
 
 from .dataset import DataError, Dataset
 from .sources import load_dataset
-from .splits import SPLITS, Prepared, build_sequences, check_candidates, eval_examples, leave_one_out, load_candidates, prepare, select_users, training_windows
+from .splits import SPLITS, Prepared, eval_examples, item_counts, prepare, select_users, training_windows
 
 
 @dataclass
@@ -53,10 +53,7 @@ class Protocol:
 
     def item_counts(self) -> np.ndarray:
         """Interactions per item id in the training part (what Popularity ranks by; index = item id)."""
-        counts = np.zeros(self.n_items, dtype=float)
-        for seq in self.split["train"]:
-            np.add.at(counts, np.asarray(seq, dtype=int), 1.0)
-        return counts
+        return item_counts(self.split["train"], self.n_items)
 
     def identity(self) -> dict:
         """What identifies the evaluated candidate set (the candidate files' identity, the user subset, the history

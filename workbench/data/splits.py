@@ -273,6 +273,14 @@ def check_candidates(cands: pd.DataFrame, split: pd.DataFrame, which: str, folde
                             f"(N_NEGATIVES={n_negatives}): {todo}")
 
 
+def item_counts(sequences, n_items: int) -> np.ndarray:
+    """Occurrences of each item id (index = id) over a collection of item sequences."""
+    counts = np.zeros(n_items, dtype=float)
+    for seq in sequences:
+        np.add.at(counts, np.asarray(seq, dtype=int), 1.0)
+    return counts
+
+
 def seeded_subset(n_total: int, n: int, seed: int = 0) -> np.ndarray:
     """Sorted positions of a seeded subset of n of n_total: the first n of one seeded permutation, so a smaller subset
     is always inside a larger one with the same seed (ablation users are among the main run's users)."""

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ... import metrics
+from ...data.splits import item_counts
 
 
 def pad_histories(histories, length: int) -> torch.Tensor:
@@ -38,8 +39,7 @@ class Popularity:
 
     def fit(self, train_sequences) -> "Popularity":
         """Count item occurrences over all training sequences."""
-        for seq in train_sequences:
-            np.add.at(self.counts, np.asarray(seq, dtype=int), 1.0)
+        self.counts = self.counts + item_counts(train_sequences, len(self.counts))
         return self
 
     def all_scores(self, histories) -> np.ndarray:
