@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 import os
+import re
 from dataclasses import dataclass
 
 PROFILE_ENV = "WORKBENCH_PROFILE"
@@ -33,6 +35,7 @@ class Param:
         choices: allowed values of a str (or of every element of a list_str).
         optional: whether None is allowed (it means what `doc` says).
         open_high: the upper bound is exclusive.
+        pattern: a regular expression a str must match whole (DEVICE: cpu, cuda, cuda:N).
     """
     default: object
     kind: str
@@ -42,6 +45,7 @@ class Param:
     choices: tuple | None = None
     optional: bool = False
     open_high: bool = False
+    pattern: str | None = None
 
     def describe(self) -> str:
         """'int >= 1 or None' style summary of what is allowed."""
@@ -79,7 +83,8 @@ PARAMS: dict[str, Param] = {
     "SEED": _p(0, "int", "training seed: initialisation, batch order, augmentation draws (candidates: CANDIDATE_SEED)", low=0),
     "N_BOOTSTRAP": _p(1000, "int", "bootstrap resamples for 95% CIs and paired tests", low=100),
     "NUM_THREADS": _p(None, "int", "torch CPU threads; None = all cores (1 for tiny models)", low=1, optional=True),
-    "DEVICE": _p(None, "str", "cpu, cuda or cuda:N; None = cuda if available, else cpu", optional=True),
+    "DEVICE": _p(None, "str", "cpu, cuda or cuda:N; None = cuda if available, else cpu", optional=True,
+                  pattern=r"cpu|cuda(:[0-9]+)?"),
     # conventional baselines
     "EPOCHS": _p(20, "int", "baselines: maximum epochs (early stopping on validation NDCG@10)", low=1),
     "PATIENCE": _p(3, "int", "baselines: epochs without validation gain before stopping", low=1),
@@ -192,6 +197,8 @@ def _number(name: str, spec: Param, value, kind: str):
         ok = False
     if not ok:
         raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
+    if not math.isfinite(value):  # 1e400 reads as inf: no bound check would see it
+        raise ConfigError(f"{name} must be a finite {spec.describe()}, got {value!r}: {spec.doc}")
     value = int(value) if kind == "int" else float(value)
     above = spec.high is not None and (value >= spec.high if spec.open_high else value > spec.high)
     if (spec.low is not None and value < spec.low) or above:
@@ -214,7 +221,8 @@ def check_value(name: str, value):
     if spec.kind in ("int", "float"):
         return _number(name, spec, value, spec.kind)
     if spec.kind == "str":
-        if not isinstance(value, str) or (spec.choices and value not in spec.choices):
+        if not isinstance(value, str) or (spec.choices and value not in spec.choices) or (
+                spec.pattern and not re.fullmatch(spec.pattern, value)):
             raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
         return value
     items = [value] if isinstance(value, (int, str)) else value

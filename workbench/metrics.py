@@ -86,8 +86,25 @@ def align_ranks(ranks_a: pd.DataFrame, ranks_b: pd.DataFrame) -> tuple[np.ndarra
     return both["rank_a"].to_numpy(), both["rank_b"].to_numpy()
 
 
-def candidate_ranks(view: pd.DataFrame, scores) -> pd.DataFrame:
-    """Ranks of each user's target among its candidates, given scores aligned with view['candidates']."""
+class NonFiniteScores(FloatingPointError):
+    """Candidate scores with NaN or infinite values: ranks from them would mean nothing."""
+
+
+def finite_scores(scores, who: str = "the model") -> np.ndarray:
+    """The candidate scores as a float array, or NonFiniteScores if any is NaN or infinite (no ranks are made)."""
+    array = np.asarray([np.asarray(s, dtype=float) for s in scores], dtype=float) if len(scores) else np.zeros((0, 0))
+    bad = ~np.isfinite(array)
+    if bad.any():
+        rows = int(bad.any(axis=-1).sum()) if array.ndim > 1 else int(bad.sum())
+        raise NonFiniteScores(f"{who} gave {int(bad.sum())} non-finite candidate score(s) (NaN or inf) for {rows} "
+                              f"user(s): the model diverged or overflowed (lower the learning rate or LORA_ALPHA); "
+                              f"no ranks were made or saved")
+    return array
+
+
+def candidate_ranks(view: pd.DataFrame, scores, who: str = "the model") -> pd.DataFrame:
+    """Ranks of each user's target among its candidates, given finite scores aligned with view['candidates']."""
+    scores = finite_scores(scores, who)
     target_index = [c.index(t) for c, t in zip(view["candidates"], view["target"])]
     return pd.DataFrame({"user_id": view["user_id"].to_numpy(), "rank": ranks_from_scores(scores, target_index)})
 

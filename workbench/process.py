@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -45,6 +46,20 @@ def set_threads(num_threads: int | None) -> int:
     return int(num_threads)
 
 
+def free_memory(device: str = "cpu") -> int:
+    """Bytes free for new tensors: the CUDA device's free memory, else the machine's available memory."""
+    if str(device).startswith("cuda"):
+        import torch
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
 RUN_OUTPUTS = (":!results", ":!figures", ":!*.md")  # what a run writes, and prose: not code changes
 
 
@@ -57,31 +72,63 @@ def _notebook_sources(text: str) -> list:
     return [(c.get("cell_type"), "".join(c.get("source", ""))) for c in cells]
 
 
-def code_changed(root: Path) -> bool:
-    """Whether tracked code differs from HEAD: any file but results, figures and prose; notebooks by cell source only.
-
-    A notebook whose outputs were re-written by a run is unchanged; an edited cell is a change (notebooks hold code).
-    """
-    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *RUN_OUTPUTS],
+def code_changes(root: Path) -> list[tuple[str, str]]:
+    """(path, content) of every code change against HEAD: tracked files but results, figures and prose (notebooks by
+    cell source only: a notebook whose outputs a run re-wrote is unchanged), and untracked, unignored files of the
+    package and notebooks (a new module is code too).  Empty for a clean checkout."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", ".", *RUN_OUTPUTS],
                          cwd=root, capture_output=True, text=True, check=True).stdout
+    changes = []
     for line in out.splitlines():
-        path = line[3:].split(" -> ")[-1].strip('"')
-        if not path.endswith(".ipynb") or not (root / path).exists():
-            return True
-        head = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, text=True)
-        if head.returncode != 0 or _notebook_sources(head.stdout) != _notebook_sources((root / path).read_text()):
-            return True
-    return False
+        status, path = line[:2], line[3:].split(" -> ")[-1].strip('"')
+        if status == "??" and not path.startswith(("workbench/", "notebooks/")):
+            continue
+        file = root / path
+        if not file.exists():
+            changes.append((path, "deleted"))
+            continue
+        if path.endswith(".ipynb"):
+            sources = _notebook_sources(file.read_text())
+            head = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=root, capture_output=True, text=True)
+            if head.returncode == 0 and _notebook_sources(head.stdout) == sources:
+                continue
+            changes.append((path, json.dumps(sources)))
+        elif file.is_file():
+            changes.append((path, hashlib.sha256(file.read_bytes()).hexdigest()))
+    return sorted(changes)
+
+
+def code_changed(root: Path) -> bool:
+    """Whether the checkout's code differs from HEAD (`code_changes`)."""
+    return bool(code_changes(root))
 
 
 @functools.lru_cache(maxsize=None)
 def git_commit(root: Path = ROOT) -> str | None:
-    """The git commit of the checkout when it was imported ('+dirty' if its code differs from HEAD), or None."""
+    """The git commit of the checkout when it was imported, or None outside git.  A checkout whose code differs from
+    HEAD is `<commit>+dirty-<8 hex digits of the changes themselves>`: two different uncommitted edits never share
+    a checkpoint or a record's commit."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout
-        return sha.strip() + ("+dirty" if code_changed(Path(root)) else "")
+        changes = code_changes(Path(root))
     except (OSError, subprocess.CalledProcessError):
         return None
+    if not changes:
+        return sha.strip()
+    return f"{sha.strip()}+dirty-{hashlib.sha256(json.dumps(changes).encode()).hexdigest()[:8]}"
+
+
+def is_dirty(commit: str | None) -> bool:
+    """Whether a recorded commit is of a checkout with uncommitted code changes."""
+    return bool(commit) and "+dirty" in commit
+
+
+def short_commit(commit: str | None) -> str:
+    """A recorded commit shortened for tables: 7 hex digits, '+dirty-<hash>' kept (a dirty run must stay visible)."""
+    if not commit:
+        return "unknown"
+    sha, _, dirty = commit.partition("+")
+    return sha[:7] + (f"+{dirty}" if dirty else "")
 
 
 def versions() -> dict:

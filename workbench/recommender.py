@@ -67,8 +67,15 @@ class Ablation:
         return config.override(cfg, **changes)
 
     def arms(self, cfg: dict) -> dict:
-        """{arm: parameter changes} for the arms cfg lists."""
-        return {arm: self.arm_changes(arm) for arm in cfg[self.arms_param]}
+        """{arm: parameter changes} for the arms cfg lists; an arm listed twice, or the reference arm alone (nothing
+        to compare it with), is a one-line error."""
+        listed = list(cfg[self.arms_param])
+        if len(set(listed)) != len(listed):
+            raise config.ConfigError(f"{self.arms_param} lists an arm twice ({listed}): list each arm once")
+        if self.reference is not None and listed == [self.reference]:
+            raise config.ConfigError(f"{self.arms_param} = {listed} holds only the reference arm {self.reference!r}, "
+                                     f"which the other arms are compared with: add at least one other arm")
+        return {arm: self.arm_changes(arm) for arm in listed}
 
 
 @dataclass
@@ -155,6 +162,14 @@ class Recommender:
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         self.cfg, self.protocol, self.device = cfg, protocol, device
+        self.inputs: dict[str, str] = {}  # run id -> content digest of every saved run this one read
+        self.resumed: list[str] = []  # what fit resumed or reused instead of computing (checkpoints, rounds)
+
+    @classmethod
+    def upstream(cls, cfg: dict) -> dict:
+        """The saved runs this method reads, {role: (method name, that run's parameters)}: their run ids are part of
+        this method's run id (`pipeline.method_run_id`), so reading another run makes another run.  None here."""
+        return {}
 
     @classmethod
     def run_key(cls, cfg: dict, protocol) -> dict:

@@ -1,8 +1,14 @@
 """One folder per evaluated run, written whole: results/<run id>/ranks.parquet, metrics.json and the method's files.
 
 A run id is `<name>-<profile>-seed<seed>-<hash>`: the hash covers everything that changes the ranks (the candidate
-set's identity and the method's result parameters), so runs that differ never share a folder.  The folder is built
-under a temporary name and renamed into place, and metrics.json carries the ranks' sha256, checked on load.
+set's identity, the method's result parameters, the base model's weights, the run ids of the runs it read), so runs
+that differ never share a folder.  The folder is built under a temporary name and renamed into place.
+
+Nothing is read back unverified: metrics.json lists the sha256 of every file the run wrote (`files_sha256`) and is
+itself sealed (`record_sha256`, the digest of the rest of the record); `load_run` refuses a record without them, one
+whose seal or any present file does not match, metrics that do not follow from the ranks, and a run that read
+another run (`inputs`) which has since been re-made.  Weights and adapters stay out of git: a listed file that is
+absent is an error only where it is needed (`SavedRun.file`).
 """
 from __future__ import annotations
 
@@ -71,6 +77,27 @@ def _record(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s:
     }
 
 
+REQUIRED = ("ranks.parquet",)  # kept in git with metrics.json; every other listed file may be local-only (weights)
+
+
+def _seal(record: dict) -> str:
+    """sha256 of a record's canonical JSON (without its seal)."""
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def file_hashes(folder: Path) -> dict:
+    """sha256 of every file under a run folder but metrics.json (and hidden files), by path relative to it."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): sha256_of(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "metrics.json" and not p.name.startswith(".")}
+
+
+def content_digest(record: dict) -> str:
+    """A short digest of what a saved run holds (its files' sha256s): what a run that read it records."""
+    return short_hash(record["files_sha256"])
+
+
 def replace_folder(tmp: Path, folder: Path) -> None:
     """Move a finished temporary folder onto `folder`; an older folder of that name is removed only afterwards."""
     old = None
@@ -84,7 +111,8 @@ def replace_folder(tmp: Path, folder: Path) -> None:
 
 def save_run(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s: float,
              extra: dict | None = None, n_boot: int | None = None, write_files=None) -> Path:
-    """Write the run folder whole (ranks, metrics.json with the ranks' checksum, `write_files(folder)`); returns the JSON.
+    """Write the run folder whole (ranks, `write_files(folder)`, then metrics.json with every file's sha256 and its
+    seal); returns the JSON.
 
     write_files: optional callable that writes the method's own files (weights, adapters) into the temporary folder.
     """
@@ -100,8 +128,10 @@ def save_run(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s
         if write_files is not None:
             write_files(tmp)
         record = _record(name, ranks, cfg, device, wall_time_s, extra, n_boot)
-        record["ranks_sha256"] = sha256_of(tmp / "ranks.parquet")
-        (tmp / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+        record["files_sha256"] = file_hashes(tmp)
+        record = json.loads(json.dumps(record, default=str))  # as it reads back: the seal covers exactly that
+        record["record_sha256"] = _seal(record)
+        (tmp / "metrics.json").write_text(json.dumps(record, indent=2))
         os.chmod(tmp, 0o755)
         replace_folder(tmp, root / name)
     finally:
@@ -111,31 +141,105 @@ def save_run(name: str, ranks: pd.DataFrame, cfg: dict, device: str, wall_time_s
 
 @dataclass
 class SavedRun:
-    """A run read back from its folder: its record (metrics.json), ranks and folder (the fitted model:
+    """A run read back from its folder and verified: its record (metrics.json), ranks and folder (the fitted model:
     `methods.pipeline.load_recommender`)."""
     record: dict
     ranks: pd.DataFrame
     folder: Path
 
+    def file(self, name: str, notebook: str = "") -> Path:
+        """A file the run wrote (verified by load_run), or a one-line error: never written, or not kept in git."""
+        path = self.folder / name
+        if name not in self.record["files_sha256"]:
+            raise FileNotFoundError(f"run {self.folder.name} wrote no {name}: re-run the notebook that makes it")
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing (weights and adapters are not kept in git): re-run "
+                                    f"{'notebook ' + notebook if notebook else 'the notebook that makes it'} to "
+                                    f"re-create it")
+        return path
 
-def load_run(name_or_path) -> SavedRun:
-    """A saved run by run id or folder path; a damaged or half-written run is an error, never read."""
-    folder = Path(name_or_path)
-    if not folder.is_dir():
-        folder = result_path(str(name_or_path))
+
+def _refuse(folder: Path, why: str) -> ResultError:
+    return ResultError(f"{folder}/metrics.json {why}: delete {folder} and re-run the notebook that writes it")
+
+
+def read_record(folder: Path) -> dict:
+    """A run's record, refused unless sealed and listing its files' checksums (an edited record changes numbers)."""
     path = folder / "metrics.json"
     if not path.exists():
         raise FileNotFoundError(f"no metrics.json in {folder}: run the notebook that writes it first")
     try:
         record = json.loads(path.read_text())
     except ValueError:
-        raise ResultError(f"{path} is not valid JSON: delete {folder} and re-run the notebook that writes it") from None
-    ranks_path = folder / record.get("ranks_path", "ranks.parquet")
-    expected = record.get("ranks_sha256")
-    if not ranks_path.exists() or (expected and sha256_of(ranks_path) != expected):
-        raise ResultError(f"{ranks_path} does not match {path} (changed or half-written): delete {folder} and "
-                          f"re-run the notebook that writes it")
-    return SavedRun(record, pd.read_parquet(ranks_path), folder)
+        raise _refuse(folder, "is not valid JSON") from None
+    if not isinstance(record, dict) or not isinstance(record.get("files_sha256"), dict) or "record_sha256" not in record:
+        raise _refuse(folder, "has no checksums (files_sha256, record_sha256): it was edited or made by an older "
+                              "version, and is not trusted")
+    if record["record_sha256"] != _seal(record):
+        raise _refuse(folder, "does not match its seal (edited after it was written)")
+    return record
+
+
+def verify_files(folder: Path, record: dict) -> None:
+    """Every listed file that is present matches its sha256; the committed ones (REQUIRED, *.parquet) are present;
+    no unlisted file sits beside them."""
+    listed = record["files_sha256"]
+    for name, expected in listed.items():
+        path = folder / name
+        if not path.exists():
+            if name in REQUIRED or name.endswith(".parquet"):
+                raise _refuse(folder, f"lists {name}, which is missing")
+            continue
+        if sha256_of(path) != expected:
+            raise _refuse(folder, f"does not match {name} (changed or half-written)")
+    extra = sorted(set(file_hashes(folder)) - set(listed))
+    if extra:
+        raise _refuse(folder, f"does not list {extra[0]}{' and others' if len(extra) > 1 else ''} (added afterwards)")
+
+
+def check_metrics(folder: Path, record: dict, ranks: pd.DataFrame) -> None:
+    """The record's metrics are the means of its ranks' per-user metrics (to the 6 decimals recorded)."""
+    means = metrics.per_user_metrics(ranks["rank"]).mean()
+    wrong = [m for m in metrics.METRICS if abs(record.get("metrics", {}).get(m, float("nan")) - means[m]) > 1e-6
+             or record["metrics"][m] != record["metrics"][m]]
+    if wrong or record.get("n_users") != len(ranks):
+        raise _refuse(folder, f"has metrics that do not follow from its ranks ({', '.join(wrong) or 'n_users'})")
+
+
+def load_run(name_or_path, _seen: frozenset = frozenset()) -> SavedRun:
+    """A saved run by run id or folder path, verified (module docstring); a damaged, edited or half-written run, or
+    one whose inputs were re-made since, is an error, never read."""
+    folder = Path(name_or_path)
+    if not folder.is_dir():
+        folder = result_path(str(name_or_path))
+    record = read_record(folder)
+    verify_files(folder, record)
+    ranks = pd.read_parquet(folder / "ranks.parquet")
+    check_metrics(folder, record, ranks)
+    for run_id, digest in (record.get("inputs") or {}).items():
+        if run_id in _seen:
+            raise _refuse(folder, f"names itself among its inputs ({run_id})")
+        try:
+            upstream = load_run(run_id, _seen | {folder.name})
+        except FileNotFoundError:
+            raise ResultError(f"run {folder.name} read run {run_id}, which is missing: re-run the notebook that "
+                              f"makes {run_id}, then the one that makes {folder.name}") from None
+        if content_digest(upstream.record) != digest:
+            raise ResultError(f"run {folder.name} read run {run_id}, which has been re-made since (other files): "
+                              f"re-run the notebook that makes {folder.name}")
+    return SavedRun(record, ranks, folder)
+
+
+def load_tensors(path: Path, device: str = "cpu", remedy: str = "delete it and re-run the notebook that wrote it"):
+    """A torch file the workbench wrote, read without unpickling code (weights_only); a damaged or foreign file is a
+    one-line error naming it and `remedy`, never torch's own advice."""
+    import pickle
+    import torch
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:120]
+        raise ResultError(f"{path} is damaged or not a file this workbench wrote ({reason}): {remedy}") from None
 
 
 def find_runs(prefix: str = "") -> list[str]:

@@ -8,7 +8,7 @@ import pytest
 import transformers
 
 from workbench import assets
-from workbench.llm import loading
+from workbench.llm import loading, modelfiles
 from workbench.llm.tiny import build_tiny
 
 TEXTS = ["The Matrix (1999)", "Toy Story (1995)", "Heat (1995)", "User: Watched Candidates"] * 4
@@ -51,7 +51,7 @@ def _truncate(path, keep=0.5):
 def _converted(folder):
     """A 'converted' folder made by hand, with its marker written by the conversion's own function."""
     _save_tiny(folder)
-    loading.write_marker(folder, "tiny")
+    modelfiles.write_marker(folder, "tiny")
     return folder
 
 
@@ -65,43 +65,43 @@ def test_marker_records_size_and_sha256_of_every_file(tmp_path):
     for name, rec in marker["files"].items():
         data = (folder / name).read_bytes()
         assert rec == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    assert loading.check_hf_folder(folder) is None
-    assert loading.check_hf_folder(folder, verify=True) is None
+    assert modelfiles.check_hf_folder(folder) is None
+    assert modelfiles.check_hf_folder(folder, verify=True) is None
 
 
 def test_damage_is_found_cheaply_and_hashing_only_on_request(tmp_path, monkeypatch):
     folder = _converted(tmp_path / "m")
     weights = folder / "model.safetensors"
     hashed = []
-    monkeypatch.setattr(loading, "sha256_of", lambda p: hashed.append(p) or assets.sha256_of(p))
-    assert loading.check_hf_folder(folder) is None and hashed == []  # an intact folder is not hashed
+    monkeypatch.setattr(modelfiles, "sha256_of", lambda p: hashed.append(p) or assets.sha256_of(p))
+    assert modelfiles.check_hf_folder(folder) is None and hashed == []  # an intact folder is not hashed
 
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF  # same size, same header: only the hash can tell
     weights.write_bytes(bytes(data))
-    assert loading.check_hf_folder(folder) is None
-    assert loading.check_hf_folder(folder, verify=True) == "model.safetensors does not match its recorded sha256"
+    assert modelfiles.check_hf_folder(folder) is None
+    assert modelfiles.check_hf_folder(folder, verify=True) == "model.safetensors does not match its recorded sha256"
 
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data[:-1]) + b"\0\0")  # one byte longer than recorded
-    assert "model.safetensors" in loading.check_hf_folder(folder)
+    assert "model.safetensors" in modelfiles.check_hf_folder(folder)
     _truncate(weights)
-    assert loading.check_hf_folder(folder) == "model.safetensors truncated"
+    assert modelfiles.check_hf_folder(folder) == "model.safetensors truncated"
     (folder / "config.json").unlink()
-    assert loading.check_hf_folder(folder) == "config.json missing"
+    assert modelfiles.check_hf_folder(folder) == "config.json missing"
 
 
 def test_safetensors_header_check(tmp_path):
     folder = _converted(tmp_path / "m")
     weights = folder / "model.safetensors"
-    assert loading.safetensors_problem(weights) is None
+    assert modelfiles.safetensors_problem(weights) is None
     data = weights.read_bytes()
     weights.write_bytes(data[:8] + b"{" * 8 + data[16:])  # same size, header no longer JSON
-    assert loading.safetensors_problem(weights) == "model.safetensors has an unreadable header"
+    assert modelfiles.safetensors_problem(weights) == "model.safetensors has an unreadable header"
     weights.write_bytes(data[:5])
-    assert loading.safetensors_problem(weights) == "model.safetensors truncated"
+    assert modelfiles.safetensors_problem(weights) == "model.safetensors truncated"
     weights.write_bytes(data + b"\0" * 4)
-    assert "longer than its header declares" in loading.safetensors_problem(weights)
+    assert "longer than its header declares" in modelfiles.safetensors_problem(weights)
 
 
 def test_truncated_weights_are_converted_again_not_a_safetensor_error(cache, conversions, capsys):
@@ -111,7 +111,7 @@ def test_truncated_weights_are_converted_again_not_a_safetensor_error(cache, con
     assert len(conversions) == 1
     out = capsys.readouterr().out
     assert f"cached SmolLM2 folder {cache} is damaged (model.safetensors truncated): converting again" in out
-    assert loading.check_hf_folder(cache) is None and sum(p.numel() for p in model.parameters()) > 0
+    assert modelfiles.check_hf_folder(cache) is None and sum(p.numel() for p in model.parameters()) > 0
     assert not [p for p in cache.parent.iterdir() if p.name.startswith(".smollm2-")]  # no temp folder left
     loading.load_llm("smollm2-135m")  # the fresh folder is used as is
     assert len(conversions) == 1
@@ -123,7 +123,7 @@ def test_old_style_marker_is_checked_and_rewritten(cache, conversions):
     assert loading.smollm2_folder() == cache and conversions == []  # intact: kept
     marker = json.loads((cache / ".complete").read_text())
     assert marker["files"]["model.safetensors"]["size"] == (cache / "model.safetensors").stat().st_size
-    assert loading.check_hf_folder(cache, verify=True) is None
+    assert modelfiles.check_hf_folder(cache, verify=True) is None
 
 
 def test_truncated_weights_under_an_old_marker_are_converted_again(cache, conversions):
@@ -131,7 +131,7 @@ def test_truncated_weights_under_an_old_marker_are_converted_again(cache, conver
     (cache / ".complete").write_text("converted from SmolLM2-135M-Instruct.Q4_1.gguf")
     _truncate(cache / "model.safetensors")
     model, _ = loading.load_llm("smollm2-135m")  # today: a raw SafetensorError
-    assert len(conversions) == 1 and loading.check_hf_folder(cache) is None
+    assert len(conversions) == 1 and modelfiles.check_hf_folder(cache) is None
 
 
 def test_verify_hashes_and_converts_a_silently_corrupted_folder(cache, conversions, capsys):
@@ -140,9 +140,25 @@ def test_verify_hashes_and_converts_a_silently_corrupted_folder(cache, conversio
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    assert loading.smollm2_folder() == cache and conversions == []  # the cheap check cannot see a flipped bit
-    assert loading.smollm2_folder(verify=True) == cache and len(conversions) == 1
+    assert loading.smollm2_folder(verify=False) == cache and conversions == []  # sizes and headers cannot see it
+    # issue 20: the default check read sizes and headers only, so overwritten bytes passed; now the first use in a
+    # process (and any use after a file changed) hashes every file
+    assert loading.smollm2_folder() == cache and len(conversions) == 1
     assert "(model.safetensors does not match its recorded sha256): converting again" in capsys.readouterr().out
+
+
+def test_an_intact_folder_is_hashed_once_per_process_and_again_after_a_change(cache, conversions, monkeypatch):
+    _converted(cache)
+    hashed = []
+    monkeypatch.setattr(modelfiles, "sha256_of", lambda p: hashed.append(p.name) or assets.sha256_of(p))
+    loading.smollm2_folder()
+    first = len(hashed)
+    assert "model.safetensors" in hashed
+    loading.smollm2_folder()
+    assert len(hashed) == first  # verified already, nothing changed: not hashed again
+    (cache / "config.json").write_text((cache / "config.json").read_text())  # touched: checked again
+    loading.smollm2_folder()
+    assert len(hashed) > first and conversions == []
 
 
 def test_missing_marker_means_converting(cache, conversions, capsys):
@@ -252,3 +268,32 @@ def test_local_folder_is_loaded_without_probing(tmp_path, monkeypatch):
     _save_tiny(tmp_path / "m")
     model, _ = loading.load_llm(str(tmp_path / "m"))
     assert model.config.hidden_size == 32
+
+
+def test_the_identity_of_a_model_folder_follows_its_weights(tmp_path, monkeypatch):
+    """Issue 20: checkpoints and runs ignored the base weights, so a folder whose weights were replaced reused the
+    adapter trained on the first ones.  The identity follows the files' contents, not their names or times."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "m"
+    _save_tiny(folder, seed=0)
+    first = loading.model_identity(str(folder))
+    assert loading.model_identity(str(folder)) == first
+    _save_tiny(folder, seed=0)  # the same weights written again (new times): the same identity
+    assert loading.model_identity(str(folder)) == first
+    _save_tiny(folder, seed=1)  # other weights under the same name
+    assert loading.model_identity(str(folder)) != first
+    assert loading.model_identity("tiny") == "tiny"
+
+
+def test_pickled_weights_are_never_loaded_and_the_error_says_how_to_convert(tmp_path):
+    """Issue 20: a folder with only pytorch_model.bin loaded (and a malicious pickle got torch's advice to set
+    weights_only=False); only safetensors are read."""
+    folder = tmp_path / "m"
+    _save_tiny(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    import torch
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(loading.ModelError, match="pickled weights only .*pytorch_model.bin.*convert once") as err:
+        loading.load_llm(str(folder))
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)

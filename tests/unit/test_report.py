@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import config, results
+from workbench import config, process, results
 from workbench.evaluation import comparison, report
 from workbench.recommender import entries
 from workbench.data.protocol import load_protocol
@@ -13,6 +13,7 @@ from workbench.methods.pipeline import method_run_id, run_method
 from workbench.results import load_run
 
 ROOT = Path(__file__).resolve().parents[2]
+CLEAN = "a" * 40
 ENTRIES = tuple(e for e in entries() if e.label in ("Popularity", "SASRec", "GRU4Rec", "MKV LoRA"))
 
 
@@ -22,6 +23,7 @@ def smoke_runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(results.RESULTS_ENV, str(folder))
         mp.setenv("WORKBENCH_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+        mp.setattr(process, "git_commit", lambda root=None: CLEAN)  # as in CI, whatever this checkout holds
         cfg = config.resolve("smoke", LLM_TRAIN_SAMPLES=4, LLM_BATCH_SIZE=4, GEN_EVAL_USERS=0)
         protocol = load_protocol(cfg)
         for name in ("popularity", "sasrec", "mkv"):
@@ -48,20 +50,30 @@ def test_the_comparison_reads_every_saved_run_on_common_users_and_names_the_miss
     assert "mkv: no summary for these parameters; make it with `python -m workbench run 04 --profile smoke`" in text
 
 
-def test_a_run_from_another_commit_is_flagged(saved):
+def _rewrite(path: Path, **changes) -> dict:
+    """Rewrite a record with `changes`, sealed again (as the workbench would have written it); returns the original."""
+    record = json.loads(path.read_text())
+    changed = {**record, **changes}
+    changed["record_sha256"] = results._seal(changed)
+    path.write_text(json.dumps(changed))
+    return record
+
+
+@pytest.mark.parametrize("commit, shown", [("0123456789abcdef", "0123456"),
+                                           (CLEAN + "+dirty-1234abcd", "aaaaaaa+dirty-1234abcd")])
+def test_a_run_from_another_commit_or_from_uncommitted_code_is_flagged(saved, commit, shown):
+    """Issue 20: '+dirty' runs were never flagged (commits were compared cut to 7 characters)."""
     cfg, protocol = saved
     found = comparison.collect(cfg, protocol, ENTRIES)
     path = found.runs["SASRec"][0].folder / "metrics.json"
-    record = json.loads(path.read_text())
-    original = record["git_commit"]
+    record = _rewrite(path, git_commit=commit)
     try:
-        path.write_text(json.dumps({**record, "git_commit": "0123456789abcdef"}))
         again = comparison.collect(cfg, protocol, ENTRIES)
-        assert again.flagged() == {"SASRec": ["0123456"]}
+        assert again.flagged() == {"SASRec": [shown]}
         table = report.metric_table(again)
-        assert table.loc["SASRec", "commit"] == "0123456 ⚑" and "⚑" not in table.loc["Popularity", "commit"]
+        assert table.loc["SASRec", "commit"] == f"{shown} ⚑" and "⚑" not in table.loc["Popularity", "commit"]
     finally:
-        path.write_text(json.dumps({**record, "git_commit": original}))
+        path.write_text(json.dumps(record))
 
 
 def test_seeds_are_pooled_per_user_and_a_missing_seed_is_a_missing_run(saved):
@@ -104,3 +116,27 @@ def test_the_committed_readme_shows_a_fresh_report_of_the_committed_runs(monkeyp
     fresh = report.render(comparison.collect(cfg, protocol), protocol)
     committed = report.readme_block((ROOT / "README.md").read_text())
     assert committed == fresh, "README.md's results differ from the saved runs: run `python -m workbench report --readme README.md`"
+
+
+def test_an_edited_or_stale_ablation_summary_is_refused_not_reported(saved):
+    """Issue 20: the ablation CSVs carried no checksum, so an edited one changed the report without a word."""
+    cfg, protocol = saved
+    arms = config.override(cfg, MKV_ARMS=["none", "mask"], ABLATION_TRAIN_SAMPLES=4)
+    from workbench.methods.pipeline import run_ablation
+    grid = run_ablation("mkv", arms, protocol)
+    path = grid.save_summary(grid.table(100, 0))
+    summary, where = comparison.ablation_summary("mkv", arms, protocol)
+    assert where == path.name and list(summary.index) == ["none", "mask"]
+    text = path.read_text()
+    try:
+        edited = summary.copy()
+        edited.loc["mask", "NDCG@10"] = 1.0
+        edited.to_csv(path)
+        with pytest.raises(results.ResultError, match=f"{path.name} says NDCG@10 = 1.0 for arm mask.*re-run notebook 04"):
+            comparison.ablation_summary("mkv", arms, protocol)
+        summary.assign(runs=summary["runs"].str.replace("mkv-mask", "mkv-other")).to_csv(path)
+        with pytest.raises(results.ResultError, match="does not name this ablation's runs"):
+            comparison.ablation_summary("mkv", arms, protocol)
+    finally:
+        path.write_text(text)
+    assert comparison.ablation_summary("mkv", arms, protocol)[0] is not None

@@ -29,7 +29,30 @@ def test_notebook_edits_are_code_changes_and_new_outputs_are_not(tmp_path):
     assert not process.code_changed(tmp_path)
     nb.write_text(_notebook("print(2)", "2\n"))  # an edited cell: the notebook's code changed
     assert process.code_changed(tmp_path)
-    assert process.git_commit(tmp_path).endswith("+dirty")
+    first = process.git_commit(tmp_path)
+    assert "+dirty-" in first and process.is_dirty(first)
+    nb.write_text(_notebook("print(3)", "3\n"))  # another edit: another key (issue 20: a dirty tree shared one)
+    process.git_commit.cache_clear()
+    second = process.git_commit(tmp_path)
+    assert "+dirty-" in second and second != first
+    nb.write_text(_notebook("print(2)", "2 (re-run)\n"))  # the first edit again, other outputs: the first key
+    process.git_commit.cache_clear()
+    assert process.git_commit(tmp_path) == first
+    process.git_commit.cache_clear()
+
+
+def test_a_new_untracked_module_is_a_code_change(tmp_path):
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "workbench").mkdir()
+    (tmp_path / "workbench" / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    assert not process.code_changed(tmp_path)
+    (tmp_path / "workbench" / "b.py").write_text("y = 2\n")
+    assert process.code_changed(tmp_path)
+    (tmp_path / "workbench" / "b.py").unlink()
+    (tmp_path / "scratch.txt").write_text("not code")  # outside the package and notebooks: not code
+    assert not process.code_changed(tmp_path)
 
 
 def test_the_llm_core_sets_the_openmp_wait_policy_at_import_and_the_baselines_do_not():

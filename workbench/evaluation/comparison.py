@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import config, metrics
-from ..methods.pipeline import ablation_summary_path, method_run_id, ranks_on
+from .. import config, metrics, process
+from ..methods.pipeline import ablation_run_ids, ablation_summary_path, method_run_id, ranks_on
 from ..recommender import REGISTRY, Entry, entries
-from ..results import SavedRun, load_run
+from ..results import ResultError, SavedRun, load_run
 
 
 def command(notebook: str, cfg: dict) -> str:
@@ -35,13 +36,15 @@ class Comparison:
     missing: dict = field(default_factory=dict)   # label -> the command that makes the run
     reference_commit: str | None = None
     def commits(self, label: str) -> list[str]:
-        """The short commits an entry's runs were made at."""
-        return sorted({(r.record.get("git_commit") or "unknown")[:7] for r in self.runs[label]})
+        """The short commits an entry's runs were made at ('+dirty-<hash>' kept: uncommitted code)."""
+        return sorted({process.short_commit(r.record.get("git_commit")) for r in self.runs[label]})
 
     def flagged(self) -> dict:
-        """Entries with a run from another commit than the reference (the most frequent among the compared runs)."""
-        ref = (self.reference_commit or "")[:7]
-        return {label: self.commits(label) for label in self.runs if self.commits(label) != [ref]}
+        """Entries with a run from another commit than the reference (the most frequent among the compared runs) or
+        from a checkout with uncommitted code changes (whatever the reference)."""
+        ref = process.short_commit(self.reference_commit)
+        return {label: self.commits(label) for label in self.runs
+                if self.commits(label) != [ref] or any(process.is_dirty(c) for c in self.commits(label))}
 
     def table(self) -> pd.DataFrame:
         """Long CI table over the common users (seeds pooled per user)."""
@@ -95,10 +98,7 @@ def entry_ranks(entry: Entry, run: SavedRun) -> pd.Series:
     """Per-user ranks of an entry's run (a variant column for BDLM's models), indexed by user."""
     if entry.variant is None:
         return run.ranks.set_index("user_id")["rank"]
-    path = run.folder / "variants.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: re-run notebook {entry.notebook}")
-    return pd.read_parquet(path).set_index("user_id")[entry.variant]
+    return pd.read_parquet(run.file("variants.parquet", entry.notebook)).set_index("user_id")[entry.variant]
 
 
 def collect(cfg: dict, protocol, rows: tuple[Entry, ...] | None = None, seeds=None) -> Comparison:
@@ -131,11 +131,49 @@ def ablations() -> list[str]:
 
 def ablation_summary(method: str, cfg: dict, protocol) -> tuple[pd.DataFrame | None, str]:
     """The summary CSV the method's ablation notebook saved for these parameters (the file `run_ablation` names from
-    its arms' run ids), or None and the command that makes it."""
+    its arms' run ids), checked against the verified runs it names (`check_summary`), or None and the command that
+    makes it."""
     path = ablation_summary_path(method, cfg, protocol, write=False)
     if not path.exists():
         return None, command(REGISTRY[method].ablation_notebook, cfg)
-    return pd.read_csv(path, index_col="method"), path.name
+    summary = pd.read_csv(path, index_col="method")
+    check_summary(summary, method, cfg, protocol, path)
+    return summary, path.name
+
+
+SUMMARY_TOLERANCE = 6e-5  # the CSV holds 4 decimals
+
+
+def check_summary(summary: pd.DataFrame, method: str, cfg: dict, protocol, path) -> None:
+    """Every metric column of an ablation summary (and every '<model> <metric>' column read from the runs'
+    variants.parquet) equals what the runs it names give now, and it names this ablation's runs; an edited or
+    stale file is an error naming it, never a table in the report."""
+    notebook = REGISTRY[method].ablation_notebook
+    stale = lambda why: ResultError(f"{Path(path).name} {why}: it was edited or is stale; delete it and re-run "
+                                    f"notebook {notebook}")
+    expected = set(ablation_run_ids(method, cfg, protocol))
+    named = {arm: [r.strip() for r in str(runs).split(",")] for arm, runs in summary.get("runs", {}).items()}
+    if not named or {r for ids in named.values() for r in ids} != expected:
+        raise stale("does not name this ablation's runs")
+    for arm, ids in named.items():
+        runs = [load_run(r) for r in ids]
+        users = sorted(runs[0].ranks["user_id"])
+        computed = dict(metrics.per_user_metrics(np.stack([ranks_on(r.ranks, users) for r in runs], axis=1)).mean())
+        for column in summary.columns:
+            model, _, metric = column.rpartition(" ")
+            if metric not in metrics.METRICS:
+                continue
+            if model:
+                variants = [pd.read_parquet(r.file("variants.parquet", notebook)).set_index("user_id")
+                            for r in runs]
+                if f"{model}_after" not in variants[0]:
+                    continue
+                ranks = np.stack([v.loc[users, f"{model}_after"].to_numpy() for v in variants], axis=1)
+                value = metrics.per_user_metrics(ranks)[metric].mean()
+            else:
+                value = computed[metric]
+            if not abs(float(summary.at[arm, column]) - value) <= SUMMARY_TOLERANCE:
+                raise stale(f"says {column} = {summary.at[arm, column]} for arm {arm}, but its runs give {value:.4f}")
 
 
 def same_users(cfg: dict, protocol, runs: dict | None = None, saved=("Popularity", "SASRec", "GRU4Rec"),

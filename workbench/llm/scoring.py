@@ -253,9 +253,11 @@ def per_user_scores(examples: pd.DataFrame, view: pd.DataFrame, scores) -> pd.Da
 
 
 def view_ranks(view: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
-    """Ranks from `per_user_scores`: rank (averaged scores), rank_listed (stored order alone), target_position."""
+    """Ranks from `per_user_scores`: rank (averaged scores), rank_listed (stored order alone), target_position; a
+    non-finite score is an error (metrics.NonFiniteScores), never a rank."""
     at = [cands.index(target) for cands, target in zip(view["candidates"], view["target"])]
+    scores, listed = (metrics.finite_scores(list(scored[c]), "the LLM") for c in ("scores", "listed"))
     return pd.DataFrame({"user_id": scored["user_id"].to_numpy(),
-                         "rank": metrics.ranks_from_scores(list(scored["scores"]), at).astype(int),
-                         "rank_listed": metrics.ranks_from_scores(list(scored["listed"]), at).astype(int),
+                         "rank": metrics.ranks_from_scores(scores, at).astype(int),
+                         "rank_listed": metrics.ranks_from_scores(listed, at).astype(int),
                          "target_position": np.asarray(at) + 1})

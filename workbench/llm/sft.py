@@ -2,7 +2,8 @@
 
 Prompt-completion data, loss on the completion only; SFTConfig built in code (TRL's argument parser misreads a
 notebook kernel's argv); CPU-safe settings on CPU, bf16 on CUDA; checkpoints every SAVE_STEPS and resume from the
-last complete one; NaN loss stops the run naming the step.  Methods with extra losses pass a trainer subclass.
+last complete one; a NaN loss stops the run naming the step (checked at each step, and TRL's logging filter that
+would replace it by 0 is off).  Methods with extra losses pass a trainer subclass.
 Soft tokens (`soft_embedder`): rows carry `soft_ids`; SoftTokenSFTTrainer keeps them through TRL's tokenisation and
 collation, splices the embedder's vectors into the prompt embeddings and trains the embedder with the adapter.
 
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
@@ -86,7 +88,17 @@ def use_text_progress(trainer, desc: str = "LoRA SFT") -> None:
 
 
 class AdapterSFTTrainer(SFTTrainer):
-    """SFTTrainer whose checkpoints hold the LoRA adapter alone, never the (unchanged) embedding matrices."""
+    """SFTTrainer whose checkpoints hold the LoRA adapter alone, never the (unchanged) embedding matrices, and whose
+    every step's loss (every term a subclass adds included) is checked where it is computed: a NaN or infinite loss
+    stops the run before the optimiser applies it."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            raise NanLossError(f"training loss is {loss.item()} at step {self.state.global_step + 1}: lower "
+                               f"LLM_LEARNING_RATE (now {self.args.learning_rate}) or LORA_ALPHA, or check the data; "
+                               f"the weights were not updated and checkpoints so far are kept")
+        return loss
 
     def _save(self, output_dir=None, state_dict=None):
         with without_embedding_layers(self.model):
@@ -178,7 +190,7 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
         output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=cfg["LLM_BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRAD_ACCUM"], learning_rate=cfg["LLM_LEARNING_RATE"],
         lr_scheduler_type="cosine", warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0,
-        completion_only_loss=True, logging_steps=1, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
+        completion_only_loss=True, logging_steps=1, logging_nan_inf_filter=False, save_strategy="steps", save_steps=cfg["SAVE_STEPS"],
         **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])},
         save_total_limit=2, report_to="none", seed=cfg["SEED"], data_seed=cfg["SEED"], bf16=on_gpu, fp16=False,
         use_cpu=not on_gpu, activation_checkpointing=False, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
@@ -253,12 +265,14 @@ def check_schedule(n_sequences: int, cfg: dict, processes: int = 1) -> int:
 
 
 def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, device: str = "cpu",
-              trainer_cls=None, resume: bool = True, callbacks=(), soft_embedder=None, **trainer_kwargs):
+              trainer_cls=None, resume: bool = True, callbacks=(), soft_embedder=None, resumed: list | None = None,
+              **trainer_kwargs):
     """Fine-tune `model` with LoRA on prompt/completion rows; returns (peft model, loss history DataFrame).
 
     An earlier interrupted run in `output_dir` is resumed from its last complete checkpoint; the final adapter is
     written to output_dir/adapter atomically.  A PEFT model goes on training its own adapter (a second stage).  With a `soft_embedder` (ids -> (n, hidden) vectors) the rows' `soft_ids`
     fill their prompts' soft-token placeholders; the embedder is trained in place and saved as adapter/soft_embedder.pt.
+    resumed: a list that gets one line naming the checkpoint a resume started from (the run's record shows it).
     """
     from datasets import Dataset
     if examples.empty:
@@ -280,10 +294,21 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     checkpoint = last_complete_checkpoint(output_dir) if resume else None
     if checkpoint:
         print(f"resuming from {checkpoint}")
+        step = int(CHECKPOINT.match(Path(checkpoint).name).group(1))
+        done = "all steps reused" if step >= _planned_steps(trainer) else "the rest trained"
+        if resumed is not None:
+            resumed.append(f"{output_dir.name}: resumed from checkpoint-{step} ({done})")
     trainer.train(resume_from_checkpoint=checkpoint)
     save_final_adapter(trainer, output_dir / "adapter", soft_embedder)
     trainer.model.eval()
     return trainer.model, loss_history(trainer)
+
+
+def _planned_steps(trainer) -> int:
+    """The optimisation steps this training will run (one epoch over the training set)."""
+    batches = math.ceil(len(trainer.train_dataset) / (trainer.args.per_device_train_batch_size
+                                                      * trainer.accelerator.num_processes))
+    return math.ceil(batches / trainer.args.gradient_accumulation_steps)
 
 
 def save_final_adapter(trainer, adapter: Path, soft_embedder=None) -> None:

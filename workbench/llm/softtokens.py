@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ..results import load_tensors
+
 SOFT_TOKEN = "<|soft|>"
 EMBEDDER_FILE = "soft_embedder.pt"
 PAD_ID = -1  # pads a batch's soft_ids rows; never a real id
@@ -103,4 +105,4 @@ def load_embedder(embedder, folder) -> None:
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: that run was trained without soft tokens; use another output_dir")
     device = next(embedder.parameters(), torch.empty(0)).device
-    embedder.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    embedder.load_state_dict(load_tensors(path, device))

@@ -2,7 +2,7 @@
 
 A soft token is the placeholder `softtokens.SOFT_TOKEN`; the row's `soft_ids` name, in order, the ids whose projected
 embeddings replace the placeholders (user key first, then the history, then the candidates).  The same rows serve
-SFT (`train.train_sft(..., soft_embedder=...)`) and ranking (`rank.rank_examples(..., soft_embedder=...)`).
+SFT (`sft.train_sft(..., soft_embedder=...)`) and ranking (`scoring.rank_examples(..., soft_embedder=...)`).
 Overlong prompts lose their oldest history items, never candidates.
 """
 from __future__ import annotations

@@ -32,9 +32,24 @@ class FittedRun:
 
 
 def method_run_id(name: str, cfg: dict, protocol, run_name: str | None = None) -> str:
-    """The run id `run_method` would write for this method, parameters and candidate set."""
+    """The run id `run_method` would write for this method, parameters and candidate set (and the run ids of the
+    saved runs it reads, `Recommender.upstream`)."""
     cls = get_method(name)
-    return results.run_id(run_name or cls.name, cfg, cls.run_key(cfg, protocol))
+    key = cls.run_key(cfg, protocol)
+    upstream = cls.upstream(cfg)
+    if upstream:
+        key = {**key, "upstream": {role: method_run_id(method, ucfg, protocol)
+                                   for role, (method, ucfg) in sorted(upstream.items())}}
+    return results.run_id(run_name or cls.name, cfg, key)
+
+
+def read_upstream(rec: Recommender, role: str, notebook: str = "02_baselines") -> results.SavedRun:
+    """The saved run `rec` reads in `role` (its `upstream` declaration), verified, and noted in `rec.inputs` with its
+    content digest (the record lists it; a reader of the record checks it has not been re-made since)."""
+    method, ucfg = type(rec).upstream(rec.cfg)[role]
+    run = find_run(method, ucfg, rec.protocol, notebook=notebook)
+    rec.inputs[run.folder.name] = results.content_digest(run.record)
+    return run
 
 
 def check_ranks(ranks: pd.DataFrame, view: pd.DataFrame, who: str) -> pd.DataFrame:
@@ -68,7 +83,8 @@ def run_method(name: str, cfg: dict, protocol, device: str = "cpu", which: str =
     diagnose_s = time.time() - start
     extra = {"method": cls.name, "label": cls.label, "split": which, "fit_seconds": round(fit_s, 2),
              "rank_seconds": round(rank_s, 2), "diagnose_seconds": round(diagnose_s, 2),
-             "training_log": log.round(6).to_dict("records"), **rec.report(view)}
+             "training_log": log.round(6).to_dict("records"), "inputs": dict(rec.inputs),
+             "resumed": list(rec.resumed), **rec.report(view)}
     path = None
     if save:
         path = results.save_run(rid, ranks[["user_id", "rank"]].sort_values("user_id", ignore_index=True), cfg,

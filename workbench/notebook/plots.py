@@ -54,11 +54,11 @@ def setup(cfg: dict | None = None, commit: str | None = None) -> None:
 
 def run_footer(cfg: dict, commit: str | None = None) -> str:
     """'profile cpu · seed 0 · device cpu · commit abc1234 · changed: HISTORY_LEN=20' for a resolved cfg."""
-    from .. import config
+    from .. import config, process
     changed = [f"{k}={cfg[k]}" for k in config.changed_parameters(cfg)]
     parts = [f"profile {cfg['PROFILE']}", f"seed {cfg['SEED']}", f"device {cfg.get('DEVICE') or 'cpu'}"]
     if commit:
-        parts.append(f"commit {commit[:7]}{'+dirty' if commit.endswith('+dirty') else ''}")
+        parts.append(f"commit {process.short_commit(commit)}")
     parts.append(f"changed from the profile: {', '.join(changed)}" if changed else "profile defaults")
     return " · ".join(parts)
 

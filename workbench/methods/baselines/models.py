@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ... import metrics
+from ... import metrics, process
 from ...data.splits import item_counts
 
 
@@ -131,6 +131,31 @@ class MF(nn.Module):
         return self.dropout(self.users(users)) @ self.items.weight.T
 
 
+EVAL_BATCH = 1024  # histories per forward pass when scoring (all_scores)
+
+
+def attention_bytes(cfg: dict) -> int:
+    """Peak memory of SASRec's attention scores: per layer a (batch x heads x L x L) float matrix, kept three times
+    for the backward pass in training (scores, softmax, dropout), plus the boolean masks; scoring runs EVAL_BATCH
+    histories at once without gradients.  L = HISTORY_LEN."""
+    square = cfg["NUM_HEADS"] * cfg["HISTORY_LEN"] ** 2
+    train = cfg["BATCH_SIZE"] * square * (12 * cfg["NUM_LAYERS"] + 2)
+    return int(max(train, EVAL_BATCH * square * 10))
+
+
+def check_memory(name: str, cfg: dict, device: str = "cpu") -> None:
+    """Refuse a SASRec whose attention would not fit in free memory (it would grow until the kernel is killed), with
+    the estimate and what to lower."""
+    if name != "sasrec":
+        return
+    need, free = attention_bytes(cfg), process.free_memory(device)
+    if need > 0.8 * free:
+        raise ValueError(f"HISTORY_LEN={cfg['HISTORY_LEN']} makes SASRec's attention need about {need / 2**30:.1f} GiB "
+                         f"(batch {cfg['BATCH_SIZE']} x {cfg['NUM_HEADS']} heads x {cfg['HISTORY_LEN']}^2 scores x "
+                         f"{cfg['NUM_LAYERS']} layer(s)); {free / 2**30:.1f} GiB are free on {device}: lower "
+                         f"HISTORY_LEN or BATCH_SIZE")
+
+
 def build_model(name: str, n_items: int, cfg: dict, n_users: int | None = None) -> nn.Module:
     """A neural baseline by name, sized from the resolved parameters (MF also needs n_users: largest user id + 1)."""
     kw = dict(n_items=n_items, max_len=cfg["HISTORY_LEN"], dim=cfg["EMBED_DIM"], dropout=cfg["DROPOUT"])
@@ -156,7 +181,7 @@ def user_ids(frame: pd.DataFrame | None, n: int) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu", users=None) -> np.ndarray:
+def all_scores(model, histories, batch_size: int = EVAL_BATCH, device: str = "cpu", users=None) -> np.ndarray:
     """Scores of every item for each history (and user id), shape (users, n_items); padding id 0 scores -inf."""
     if isinstance(model, Popularity):
         return model.all_scores(histories)
@@ -164,7 +189,7 @@ def all_scores(model, histories, batch_size: int = 1024, device: str = "cpu", us
     seq = pad_histories(histories, model.max_len)
     users = None if users is None else torch.tensor(np.asarray(users).tolist(), dtype=torch.long)
     out = []
-    for start in range(0, len(seq), batch_size):
+    for start in range(0, len(seq), batch_size):  # batch_size: EVAL_BATCH unless the caller says
         who = None if users is None else users[start:start + batch_size].to(device)
         logits = model(seq[start:start + batch_size].to(device), who).float()
         logits[:, 0] = -torch.inf

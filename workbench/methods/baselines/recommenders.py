@@ -14,6 +14,7 @@ import torch
 from ... import metrics
 from ...data.protocol import load_protocol
 from ...recommender import Recommender, implements
+from ...results import load_tensors
 from . import models
 
 NEURAL_PARAMS = ("EPOCHS", "PATIENCE", "BATCH_SIZE", "LEARNING_RATE", "EMBED_DIM", "NUM_LAYERS", "DROPOUT")
@@ -71,7 +72,7 @@ class Popularity(SeqRecMethod):
     @classmethod
     def load(cls, folder: Path, record: dict, device: str = "cpu") -> "Popularity":
         """Popularity with the saved counts."""
-        counts = torch.load(weights_file(folder))["counts"].numpy()
+        counts = load_tensors(weights_file(folder))["counts"].numpy()
         rec = cls(record["parameters"], load_protocol(record["parameters"]), device)
         rec.model = models.Popularity(len(counts))
         rec.model.counts = counts
@@ -88,6 +89,7 @@ class NeuralMethod(SeqRecMethod):
 
     def fit(self, callbacks=()) -> pd.DataFrame:
         """Build the model from the parameters and train it on the training windows."""
+        models.check_memory(self.name, self.cfg, self.device)
         torch.manual_seed(self.cfg["SEED"])
         n_users = int(self.protocol.data.users["user_id"].max()) + 1
         self.model = models.build_model(self.name, self.protocol.n_items, self.cfg, n_users=n_users)
@@ -103,7 +105,7 @@ class NeuralMethod(SeqRecMethod):
     @classmethod
     def load(cls, folder: Path, record: dict, device: str = "cpu") -> "NeuralMethod":
         """The trained model rebuilt from weights.pt (eval mode)."""
-        saved = torch.load(weights_file(folder), map_location=device)
+        saved = load_tensors(weights_file(folder), device)
         arch = dict(saved["arch"])
         rec = cls({**record["parameters"], **arch}, load_protocol(record["parameters"]), device)
         rec.model = models.build_model(cls.name, arch.pop("n_items"), rec.cfg, n_users=arch.pop("n_users", None))

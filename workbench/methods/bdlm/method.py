@@ -30,11 +30,11 @@ from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest, user_key
 from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths
 from ...llm.scoring import view_ranks
-from ...llm.sft import checkpoint_dir, train_sft, without_embedding_layers
+from ...llm.sft import train_sft, without_embedding_layers
 from ...recommender import get_spec, implements
-from ...results import short_hash
+from ...results import load_tensors, short_hash
 from ..baselines.recommenders import weights_file
-from ..pipeline import find_run, load_recommender, run_method
+from ..pipeline import load_recommender, read_upstream, run_method
 from . import VARIANTS, bridge
 from .mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs, score_rows
 
@@ -42,17 +42,16 @@ ROUND_FILE = "state.pt"
 ROUND0_FILE = "round0.pt"  # in the run folder: round 0's state, the "before" of every variant
 
 
-def domain_run(cfg: dict, protocol, device: str = "cpu"):
-    """The saved DOMAIN_MODEL run (training seed ID_MODEL_SEED) on this candidate set; MF is trained on first use."""
-    kind, run_cfg = cfg["DOMAIN_MODEL"], config.override(cfg, SEED=cfg["ID_MODEL_SEED"])
+def domain_run(rec: "BDLM"):
+    """The saved DOMAIN_MODEL run (`BDLM.upstream`) on this candidate set; MF is trained on first use."""
     try:
-        return find_run(kind, run_cfg, protocol, notebook="02_baselines")
+        return read_upstream(rec, "domain")
     except FileNotFoundError:
-        if kind != "mf":
+        if rec.cfg["DOMAIN_MODEL"] != "mf":
             raise
     print("training the MF domain model (saved with the baselines' runs)")
-    run_method("mf", run_cfg, protocol, device)
-    return find_run(kind, run_cfg, protocol)
+    run_method("mf", BDLM.upstream(rec.cfg)["domain"][1], rec.protocol, rec.device)
+    return read_upstream(rec, "domain")
 
 
 def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg: dict) -> dict:
@@ -86,7 +85,7 @@ class BDLM(LLMRecommender):
         """The domain model (the saved DOMAIN_MODEL run; MF trained on first use) on shared tables, the soft token and
         the projector that reads those tables (seeded by SEED whatever was loaded or trained before)."""
         cfg, device = self.cfg, self.device
-        run = domain_run(cfg, self.protocol, device)
+        run = domain_run(self)
         self.domain_id = run.folder.name
         self.domain = bridge.from_recommender(load_recommender(run).model,
                                               int(self.protocol.data.users["user_id"].max()) + 1)
@@ -100,6 +99,11 @@ class BDLM(LLMRecommender):
         if cfg["BDLM_SHARING"] == "none":  # the LLM keeps the original tables, the domain model a copy
             self.domain = bridge.unshared(self.domain)
         self.digest = table_digest(tables.items.weight)
+
+    @classmethod
+    def upstream(cls, cfg: dict) -> dict:
+        """The DOMAIN_MODEL run (training seed ID_MODEL_SEED) that becomes the domain model."""
+        return {"domain": (cfg["DOMAIN_MODEL"], config.override(cfg, SEED=cfg["ID_MODEL_SEED"]))}
 
     @classmethod
     def run_key(cls, cfg: dict, protocol) -> dict:
@@ -121,6 +125,13 @@ class BDLM(LLMRecommender):
     def checkpoint_key(self) -> dict:
         """The shared training key plus the domain run and its table's digest."""
         return {**super().checkpoint_key(), "domain": self.domain_id, "tables": self.digest}
+
+    def valid_key(self) -> dict:
+        """What a round's validation row depends on beyond its state: the validation users and the scoring and
+        ensemble settings (a reloaded round validated otherwise is validated again)."""
+        return {"users": [int(u) for u in self.valid_view["user_id"]],
+                **{k: self.cfg[k] for k in ("SCORE_ORDERS", "SCORE_REDUCE", "KL_TEMPERATURE", "ENSEMBLE_WEIGHT",
+                                            "CANDIDATE_SEED")}}
 
     def round0_key(self) -> dict:
         """Round 0 (the LLM's own SFT) depends on the training parameters and the domain model only: arms share it."""
@@ -190,14 +201,14 @@ class BDLM(LLMRecommender):
         stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
         self.kl_items = kl_items(self.tokenizer, rows, self.catalog)
         self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
-        self.round0_dir = checkpoint_dir(f"{self.name}-round0", self.round0_key())
+        self.round0_dir = self.checkpoints(f"{self.name}-round0", self.round0_key())
         self.train_tables("round0")
         self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, self.round0_dir, self.device,
-                                    callbacks=callbacks, soft_embedder=self.soft_embedder)
+                                    callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder)
         logs = [log.assign(round=0)]
         self.states[0] = self.state()
         self.rounds = [{"round": 0, **self.validate(before=True)}]
-        root = checkpoint_dir(self.name, self.checkpoint_key())
+        root = self.checkpoints(self.name, self.checkpoint_key())
         for r in range(1, self.cfg["BDLM_ROUNDS"] + 1):
             try:
                 logs.append(self.one_round(r, view, stacked, root, callbacks))
@@ -216,12 +227,17 @@ class BDLM(LLMRecommender):
         """Round r: LLM phase, then domain phase, then validation; saved to root/round-r (reloaded if there)."""
         folder = root / f"round-{r}"
         if (folder / ROUND_FILE).exists():
-            saved = torch.load(folder / ROUND_FILE, weights_only=False)
+            saved = load_tensors(folder / ROUND_FILE, remedy=f"delete {folder} (that round is trained again)")
             self.load_state(saved["state"])
             self.states[r] = saved["state"]
-            self.rounds.append(saved["round"])
-            print(f"round {r}: reloaded from {folder}")
-            return saved["log"]
+            row, note = dict(saved["round"]), f"round {r} reloaded from its saved state"
+            if saved.get("valid") != self.valid_key():  # validated on other users or settings: validate again
+                row.update(self.validate())
+                note += " and validated again (other BDLM_VALID_USERS or validation settings)"
+            self.rounds.append(row)
+            self.resumed.append(note)
+            print(f"{note} ({folder})")
+            return pd.DataFrame(saved["log"])
         start, kl = time.time(), self.kl_weights()
         teacher = log_probs(self.domain_scores(view), self.cfg["KL_TEMPERATURE"])
         record, options = {}, {}
@@ -232,7 +248,8 @@ class BDLM(LLMRecommender):
         self.train_tables("llm")
         sft_dir = root / f"sft-round-{r}"
         self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, sft_dir, self.device,
-                                    callbacks=callbacks, soft_embedder=self.soft_embedder, **options)
+                                    callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder,
+                                    **options)
         self.train_tables("domain")
         llm_teacher = self.llm_teacher(record, sft_dir / "llm_logp.pt", stacked) if kl["domain"] else None
         dlog = domain_phase(self.domain, self.protocol.train, self.cfg["DOMAIN_STEPS"], self.cfg,
@@ -249,19 +266,22 @@ class BDLM(LLMRecommender):
         tmp = root / f".round-{r}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save({"state": self.states[r], "round": row, "log": log}, tmp / ROUND_FILE)
+        torch.save({"state": self.states[r], "round": row, "log": log.astype(object).where(log.notna(), None)
+                    .to_dict("records"), "valid": self.valid_key()}, tmp / ROUND_FILE)
         os.replace(tmp, folder)
         return log
 
     def llm_teacher(self, record: dict, path: Path, stacked: pd.DataFrame) -> torch.Tensor:
         """The LLM's log-probs per training window as its KL pass computed them (kept at `path`, so a resumed phase
         has them); windows a mid-phase resume left unrecorded are scored by the LLM as it is now (said so)."""
-        saved = torch.load(path, weights_only=False) if path.exists() else {}
+        saved = load_tensors(path, remedy=f"delete {path.parent} (the round is trained again)") if path.exists() else {}
         record = {**saved, **record}
         n = len(self.kl_items)
         missing = sorted(set(range(n)) - set(record))
         if missing:
-            print(f"{len(missing)} window(s) have no recorded LLM distribution (a resumed phase): scoring them now")
+            note = f"round LLM phase: {len(missing)} window(s) had no recorded LLM distribution, scored after the phase"
+            self.resumed.append(note)
+            print(note)
             first = stacked.drop_duplicates("row").set_index("row").loc[missing]
             fresh = score_rows(self.model, self.tokenizer, self.soft_embedder, [self.kl_items[i] for i in missing],
                                first["soft_ids"], self.cfg["SCORE_REDUCE"], self.cfg["KL_TEMPERATURE"])
@@ -284,18 +304,20 @@ class BDLM(LLMRecommender):
         nested user subsets share round 0), the domain model's recomputed (cheap)."""
         scorer = short_hash([self.cfg["SCORE_ORDERS"], self.cfg["SCORE_REDUCE"]])
         path = self.round0_dir / f"scores-{what}-{scorer}.pt" if self.round0_dir else None  # None: a loaded run
-        saved = torch.load(path, weights_only=False) if path and path.exists() else {}  # user -> (cands, scores, listed)
-        fresh = [u not in saved or saved[u][0] != tuple(c) for u, c in zip(view["user_id"], view["candidates"])]
+        # user -> (candidates, scores, listed), plain lists (read back without unpickling)
+        saved = load_tensors(path, remedy=f"delete {path}") if path and path.exists() else {}
+        fresh = [u not in saved or list(saved[u][0]) != list(c) for u, c in zip(view["user_id"], view["candidates"])]
         if any(fresh):
             todo = view[fresh].reset_index(drop=True)
             scored = self.view_scores(todo)
-            saved.update({int(u): (tuple(c), s, l) for u, c, s, l in
+            saved.update({int(u): ([int(i) for i in c], np.asarray(s, dtype=float).tolist(),
+                                   np.asarray(l, dtype=float).tolist()) for u, c, s, l in
                           zip(todo["user_id"], todo["candidates"], scored["scores"], scored["listed"])})
             if path is not None:
                 atomic_write(path, lambda tmp: torch.save(saved, tmp))
         llm = pd.DataFrame({"user_id": view["user_id"].astype(int).to_numpy(),
-                            "scores": [saved[int(u)][1] for u in view["user_id"]],
-                            "listed": [saved[int(u)][2] for u in view["user_id"]]})
+                            "scores": [np.asarray(saved[int(u)][1]) for u in view["user_id"]],
+                            "listed": [np.asarray(saved[int(u)][2]) for u in view["user_id"]]})
         return llm, self.domain_scores(view)
 
     def validate(self, before: bool = False) -> dict:
@@ -366,6 +388,6 @@ class BDLM(LLMRecommender):
         softtokens.load_embedder(rec.soft_embedder, folder / "adapter")
         notebook = get_spec(cls.name).notebook
         weights = weights_file(folder, "domain.pt", notebook)
-        rec.domain.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-        rec.states[0] = torch.load(weights_file(folder, ROUND0_FILE, notebook), weights_only=False)
+        rec.domain.load_state_dict(load_tensors(weights, device))
+        rec.states[0] = load_tensors(weights_file(folder, ROUND0_FILE, notebook))
         return rec

@@ -10,6 +10,7 @@ of the domain side: `domain_phase`, next-item cross-entropy + KL_DOMAIN * KL(p_l
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,9 @@ from ...llm.likelihood import batch_logp, make_items, masked_attention, score_it
 from .bridge import candidate_logits
 from ..baselines.models import pad_histories, train_step
 from ...llm.sft import SoftTokenSFTTrainer
+from ...results import load_tensors
+
+RECORD_FILE = "llm_logp.pt"  # in each checkpoint of an LLM phase: the recorded p_llm per row so far
 
 
 def distill_kl(student_scores: torch.Tensor, teacher_logp: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -49,7 +53,8 @@ class MutualSFTTrainer(SoftTokenSFTTrainer):
         kl_weight: weight of the KL term (0: record p_llm without a gradient).
         temperature: distillation temperature T.
         reduce: title log-likelihood reduction, as ranking's SCORE_REDUCE.
-        record: row id -> latest p_llm log-probs (filled in place).
+        record: row id -> latest p_llm log-probs (filled in place; saved with each checkpoint and restored by a
+            resume, so a resumed phase hands the domain side the distributions an uninterrupted one would).
     """
     row_columns = ("soft_ids", "row")
 
@@ -60,6 +65,17 @@ class MutualSFTTrainer(SoftTokenSFTTrainer):
         self.temperature, self.reduce, self.record = temperature, reduce, record
         if kl_weight and teacher is None:
             raise ValueError("a KL weight without the domain model's log-probs: give `teacher`")
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:  # the distributions recorded so far: a resume from here records the rest
+            torch.save(dict(self.record), Path(output_dir or self.args.output_dir) / RECORD_FILE)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = Path(resume_from_checkpoint) / RECORD_FILE
+        if path.exists():
+            self.record.update(load_tensors(path, remedy=f"delete {Path(resume_from_checkpoint).parent}"))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -114,9 +130,11 @@ def domain_phase(domain, windows: pd.DataFrame, steps: int, cfg: dict, seed: int
                  progress: bool = True) -> pd.DataFrame:
     """`steps` Adam steps of the domain model: next-item cross-entropy on seeded batches of the training windows, plus
     kl_weight * KL(p_llm || p_dom) on a seeded batch of `kl_view` rows (the LLM's windows, their candidates) whose
-    LLM log-probs are `teacher`.  Parameters with requires_grad False (frozen shared tables) stay as they are."""
+    LLM log-probs are `teacher`.  Parameters with requires_grad False (frozen shared tables) stay as they are.
+    Batches and dropout are drawn from `seed` alone, so a phase run after a resume draws what it would have drawn."""
     if kl_weight and (kl_view is None or teacher is None or len(kl_view) != len(teacher)):
         raise ValueError("the domain KL term needs the LLM's windows and one row of LLM log-probs per window")
+    torch.manual_seed(seed)  # the domain model's dropout: the same draws whatever ran before (a resumed run too)
     domain.to(device).train()
     params = [p for p in domain.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg["LEARNING_RATE"])

@@ -14,15 +14,16 @@ from ... import config
 from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest
 from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, prompt_lengths
-from ...llm.sft import checkpoint_dir, train_sft
+from ...llm.sft import train_sft
 from ...recommender import implements
-from ..pipeline import find_run, load_recommender
+from ..pipeline import load_recommender, read_upstream
 from .contrastive import ContrastiveSFTTrainer
 
-def sasrec_items(cfg: dict, protocol):
-    """The item-embedding table of the saved SASRec run (training seed ID_MODEL_SEED) on this candidate set, and
-    that run's id; a table whose rows are not this data set's items is refused."""
-    run = find_run("sasrec", config.override(cfg, SEED=cfg["ID_MODEL_SEED"]), protocol, notebook="02_baselines")
+def sasrec_items(rec: "RSLLM"):
+    """The item-embedding table of the saved SASRec run (`RSLLM.upstream`) on this candidate set, and that run's id;
+    a table whose rows are not this data set's items is refused."""
+    protocol = rec.protocol
+    run = read_upstream(rec, "id")
     table = load_recommender(run).item_embeddings
     if table.shape[0] != protocol.n_items:
         raise ValueError(f"the SASRec run {run.folder.name} has {table.shape[0]} item rows but the data set has "
@@ -42,12 +43,17 @@ class RSLLM(LLMRecommender):
 
     def attach(self) -> None:
         """The SASRec item table (saved run of notebook 02) and, for ID prompts, the soft token and the projector."""
-        self.id_table, self.id_run = sasrec_items(self.cfg, self.protocol)
+        self.id_table, self.id_run = sasrec_items(self)
         if self.mode != "text":
             softtokens.add_soft_token(self.model, self.tokenizer)
             embeddings = self.model.get_input_embeddings().weight
             self.soft_embedder = IDEmbedder(self.id_table, embeddings.shape[1], self.cfg["ID_EMBEDDINGS"] == "tuned",
                                             target_std=float(embeddings.detach().float().std())).to(self.device)
+
+    @classmethod
+    def upstream(cls, cfg: dict) -> dict:
+        """The SASRec run (training seed ID_MODEL_SEED) whose item table becomes the ID embeddings."""
+        return {"id": ("sasrec", config.override(cfg, SEED=cfg["ID_MODEL_SEED"]))}
 
     @property
     def mode(self) -> str:
@@ -96,15 +102,15 @@ class RSLLM(LLMRecommender):
             text = self.stacked(view, "text")
             self.stage_rows[1] = len(text)
             self.model, log = train_sft(self.model, self.tokenizer, text, self.cfg,
-                                        checkpoint_dir(f"{self.name}-stage1", self.stage1_key()), self.device,
-                                        callbacks=callbacks)
+                                        self.checkpoints(f"{self.name}-stage1", self.stage1_key()), self.device,
+                                        callbacks=callbacks, resumed=self.resumed)
             logs.append(log.assign(stage=1))
         rows = self.stacked(view, self.mode)
         self.stage_rows[self.cfg["RSLLM_STAGES"]] = self.sft_rows = len(rows)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, rows["prompt"])
-        out = checkpoint_dir(self.name, self.checkpoint_key())
+        out = self.checkpoints(self.name, self.checkpoint_key())
         self.model, log = train_sft(self.model, self.tokenizer, rows, self.cfg, out, self.device, callbacks=callbacks,
-                                    **self.trainer_options())
+                                    resumed=self.resumed, **self.trainer_options())
         offset = int(logs[0]["step"].max()) if logs and len(logs[0]) else 0
         logs.append(log.assign(stage=self.cfg["RSLLM_STAGES"], step=log["step"] + offset))
         self.adapter = out / "adapter"
