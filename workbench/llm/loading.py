@@ -97,15 +97,14 @@ def smollm2_folder(verify: bool | None = None) -> Path:
 
 
 def model_identity(name: str) -> str:
-    """A digest of the weights MODEL `name` loads, for the keys of runs and checkpoints (no model is loaded): the
-    converted SmolLM2 folder's recorded sha256s, a local folder's files (hashed, cached by size and time), a Hub id's
+    """A digest of the weights MODEL `name` loads, for the keys of runs and checkpoints (no model is loaded or
+    converted): SmolLM2's pinned GGUF sha256, a local folder's files (hashed, cached by size and time), a Hub id's
     cached snapshot revision; "tiny" is built from code (the commit keys it).  Replacing a model's weights under
     the same name changes it, so nothing trained on the old weights is reused or compared as if it were the same."""
     if name == "tiny":
         return "tiny"
-    if name == "smollm2-135m":
-        files = read_marker(smollm2_folder())
-        return "smollm2-135m@" + _digest({k: v["sha256"] for k, v in files.items()})
+    if name == "smollm2-135m":  # converted from the pinned GGUF (the folder is checked against it on load)
+        return "smollm2-135m@" + assets.SMOLLM2_135M.members["gguf"][1][:16]
     path = Path(name).expanduser()
     if path.exists():
         return "local@" + _digest(folder_hashes(path))
