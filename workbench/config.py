@@ -34,7 +34,7 @@ class Param:
         low, high: inclusive bounds for numbers (and for every element of a list_int).
         choices: allowed values of a str (or of every element of a list_str).
         optional: whether None is allowed (it means what `doc` says).
-        open_high: the upper bound is exclusive.
+        open_high, open_low: the upper / lower bound is exclusive.
         pattern: a regular expression a str must match whole (DEVICE: cpu, cuda, cuda:N).
     """
     default: object
@@ -45,6 +45,7 @@ class Param:
     choices: tuple | None = None
     optional: bool = False
     open_high: bool = False
+    open_low: bool = False
     pattern: str | None = None
 
     def describe(self) -> str:
@@ -54,7 +55,7 @@ class Param:
         if self.choices:
             parts = [f"one of {', '.join(self.choices)}" if self.kind == "str" else f"{kind} from {', '.join(self.choices)}"]
         if self.low is not None:
-            parts.append(f">= {self.low:g}")
+            parts.append(f"{'>' if self.open_low else '>='} {self.low:g}")
         if self.high is not None:
             parts.append(f"{'<' if self.open_high else '<='} {self.high:g}")
         return " ".join(parts) + (" or None" if self.optional else "")
@@ -89,7 +90,7 @@ PARAMS: dict[str, Param] = {
     "EPOCHS": _p(20, "int", "baselines: maximum epochs (early stopping on validation NDCG@10)", low=1),
     "PATIENCE": _p(3, "int", "baselines: epochs without validation gain before stopping", low=1),
     "BATCH_SIZE": _p(256, "int", "baselines: training batch size", low=1),
-    "LEARNING_RATE": _p(1e-3, "float", "baselines: Adam learning rate", low=0, high=1),
+    "LEARNING_RATE": _p(1e-3, "float", "baselines: Adam learning rate", low=0, high=1, open_low=True),
     "EMBED_DIM": _p(64, "int", "baselines: item embedding / hidden size (a multiple of NUM_HEADS)", low=1),
     "NUM_LAYERS": _p(2, "int", "baselines: SASRec blocks / GRU layers", low=1),
     "NUM_HEADS": _p(2, "int", "baselines: SASRec attention heads", low=1),
@@ -102,11 +103,11 @@ PARAMS: dict[str, Param] = {
     "LLM_EPOCHS": _p(1, "int", "passes over the SFT samples, each with its own augmentation draw", low=1),
     "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
     "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
-    "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1),
+    "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1, open_low=True),
     "WARMUP_STEPS": _p(0, "int", "SFT learning-rate warm-up steps", low=0),
     "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
     "LORA_R": _p(8, "int", "LoRA rank", low=1),
-    "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha", low=0),
+    "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha (> 0: 0 trains nothing)", low=0, open_low=True, high=1e6),
     "LORA_DROPOUT": _p(0.05, "float", "LoRA dropout", low=0, high=1, open_high=True),
     "LORA_TARGETS": _p(["q_proj", "k_proj", "v_proj", "o_proj"], "list_str", "module names that get LoRA adapters"),
     "MAX_PROMPT_TOKENS": _p(640, "int", "prompts are cut from the oldest history item to fit", low=16),
@@ -201,7 +202,8 @@ def _number(name: str, spec: Param, value, kind: str):
         raise ConfigError(f"{name} must be a finite {spec.describe()}, got {value!r}: {spec.doc}")
     value = int(value) if kind == "int" else float(value)
     above = spec.high is not None and (value >= spec.high if spec.open_high else value > spec.high)
-    if (spec.low is not None and value < spec.low) or above:
+    below = spec.low is not None and (value <= spec.low if spec.open_low else value < spec.low)
+    if below or above:
         raise ConfigError(f"{name} must be {spec.describe()}, got {value!r}: {spec.doc}")
     return value
 
@@ -228,6 +230,8 @@ def check_value(name: str, value):
     items = [value] if isinstance(value, (int, str)) else value
     if not isinstance(items, (list, tuple)) or not items:
         raise ConfigError(f"{name} must be a non-empty {spec.describe()}, got {value!r}: {spec.doc}")
+    if len(set(map(str, items))) != len(items):  # seeds [0, 0] would present one run as two
+        raise ConfigError(f"{name} lists a value twice ({list(items)}): list each once")
     if spec.kind == "list_int":
         return [_number(name, spec, v, "int") for v in items]
     if not all(isinstance(v, str) and (not spec.choices or v in spec.choices) for v in items):

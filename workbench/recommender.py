@@ -67,11 +67,9 @@ class Ablation:
         return config.override(cfg, **changes)
 
     def arms(self, cfg: dict) -> dict:
-        """{arm: parameter changes} for the arms cfg lists; an arm listed twice, or the reference arm alone (nothing
-        to compare it with), is a one-line error."""
+        """{arm: parameter changes} for the arms cfg lists (each once: the parameter table refuses a repeat); the
+        reference arm alone (nothing to compare it with) is a one-line error."""
         listed = list(cfg[self.arms_param])
-        if len(set(listed)) != len(listed):
-            raise config.ConfigError(f"{self.arms_param} lists an arm twice ({listed}): list each arm once")
         if self.reference is not None and listed == [self.reference]:
             raise config.ConfigError(f"{self.arms_param} = {listed} holds only the reference arm {self.reference!r}, "
                                      f"which the other arms are compared with: add at least one other arm")

@@ -213,6 +213,8 @@ def load_run(name_or_path, _seen: frozenset = frozenset()) -> SavedRun:
     if not folder.is_dir():
         folder = result_path(str(name_or_path))
     record = read_record(folder)
+    if record.get("run") != folder.name:  # a copied or renamed folder would stand in for another run
+        raise _refuse(folder, f"is the record of run {record.get('run')}, not of {folder.name} (copied or renamed)")
     verify_files(folder, record)
     ranks = pd.read_parquet(folder / "ranks.parquet")
     check_metrics(folder, record, ranks)

@@ -289,3 +289,15 @@ def test_a_resumed_phase_scores_unrecorded_windows_as_ranking_scores_them(catalo
     ranked = scoring.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
     assert fresh.shape == (len(VIEW), 3)
     assert torch.allclose(fresh, log_probs(np.stack(ranked["listed"]), 2.0), atol=1e-5)
+
+
+def test_a_round_file_that_holds_another_round_is_refused(smoke, tmp_path):
+    """Second battery: round 1's state copied over round 2's was reloaded as round 2."""
+    import shutil
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    run_method("bdlm", cfg, protocol)
+    (root,) = [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith("bdlm-") and "round0" not in p.name]
+    shutil.copy(root / "round-1" / "state.pt", root / "round-2" / "state.pt")
+    with pytest.raises(results.ResultError, match="holds round 1, not round 2"):
+        run_method("bdlm", cfg, protocol)

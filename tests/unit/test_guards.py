@@ -43,7 +43,7 @@ def test_device_is_checked_with_the_parameters(device, ok):
 def test_a_nan_loss_stops_training_where_it_is_computed(isolated):
     """LORA_ALPHA 1e300 overflowed to NaN; TRL's logging filter logged 0.0 at every step and the run saved ranks of
     20 for every user (MRR 0.05), exit 0."""
-    cfg = config.resolve("smoke", LORA_ALPHA=1e300, GEN_EVAL_USERS=0)
+    cfg = {**config.resolve("smoke", GEN_EVAL_USERS=0), "LORA_ALPHA": 1e300}  # past the table's bound, on purpose
     with pytest.raises(sft.NanLossError, match="at step [12]: lower"):
         run_method("mkv", cfg, load_protocol(cfg))
     assert not (isolated / "results").exists() or not any((isolated / "results").iterdir())  # nothing saved
@@ -80,8 +80,8 @@ def test_a_baseline_with_nan_weights_saves_no_ranks(isolated):
 def test_an_ablation_with_nothing_to_compare_is_a_one_line_error(method, arms):
     """MKV ['none'] and BDLM ['mutual'] ended in pandas' 'No objects to concatenate'."""
     spec = get_spec(method).ablation
-    cfg = config.resolve("smoke", **{spec.arms_param: arms})
     with pytest.raises(config.ConfigError, match=spec.arms_param) as err:
+        cfg = config.resolve("smoke", **{spec.arms_param: arms})  # an arm twice: refused with the parameters
         run_ablation(method, cfg, load_protocol(cfg))
     assert "\n" not in str(err.value)
 
@@ -119,3 +119,39 @@ def test_a_pickle_that_runs_code_is_refused_without_torch_advice(tmp_path):
     with pytest.raises(results.ResultError, match="damaged or not a file this workbench wrote") as err:
         results.load_tensors(path)
     assert "weights_only=False" not in str(err.value)
+
+
+def test_a_training_that_changes_no_weight_is_an_error_not_a_tuned_run(isolated):
+    """Second battery: LORA_ALPHA 1e30 logged finite losses but the overflowing gradient norm was clipped to zero, so
+    the saved adapter was all zeros and the run, recorded as "LoRA SFT", ranked exactly as zero-shot."""
+    cfg = {**config.resolve("smoke", GEN_EVAL_USERS=0), "LORA_ALPHA": 1e30}
+    with pytest.raises(sft.NanLossError, match="grad norm is (inf|nan)|changed no trainable weight"):
+        run_method("mkv", cfg, load_protocol(cfg))
+    before = {"w": __import__("torch").zeros(3)}
+    with pytest.raises(sft.NanLossError, match="changed no trainable weight"):
+        sft.check_changed(before, {"w": before["w"].clone()}, steps=4)
+    sft.check_changed(before, {"w": before["w"] + 1}, steps=4)
+
+
+@pytest.mark.parametrize("name, value", [("LORA_ALPHA", 0), ("LLM_LEARNING_RATE", 0), ("LEARNING_RATE", 0),
+                                         ("LORA_ALPHA", 1e30)])
+def test_values_that_train_nothing_are_refused(name, value):
+    with pytest.raises(config.ConfigError, match=name):
+        config.resolve("smoke", **{name: value})
+
+
+@pytest.mark.parametrize("name", ["METHOD_SEEDS", "ABLATION_SEEDS"])
+def test_a_seed_listed_twice_is_refused(name):
+    """Second battery: METHOD_SEEDS [0, 0] presented one run as two seeds (a seed range 0.200-0.200)."""
+    with pytest.raises(config.ConfigError, match=f"{name} lists a value twice"):
+        config.resolve("smoke", **{name: [0, 0]})
+
+
+def test_minus_p_none_means_none_not_the_profile_value():
+    """Second battery: `-p LLM_TRAIN_SAMPLES None` silently trained on the profile's 32 samples ("None = all")."""
+    from workbench.notebook import batch
+    value = batch.parse_value("None")
+    assert config.resolve("smoke", LLM_TRAIN_SAMPLES=value)["LLM_TRAIN_SAMPLES"] is None
+    assert config.resolve("smoke", LLM_TRAIN_SAMPLES=None)["LLM_TRAIN_SAMPLES"] == 32  # a notebook's "profile value"
+    with pytest.raises(config.ConfigError, match="SEED must be"):
+        config.resolve("smoke", SEED=value)

@@ -36,7 +36,7 @@ def _save(folder, seed):
 
 def _folder_of(cfg, dtype=torch.float32, device="cpu"):
     """The checkpoint folder an LLM method with these parameters would train in (no model is built)."""
-    rec = types.SimpleNamespace(cfg=cfg, model=types.SimpleNamespace(dtype=dtype), device=device)
+    rec = types.SimpleNamespace(cfg=cfg, model=types.SimpleNamespace(dtype=dtype), device=device, protocol=None)
     rec.base_key = lambda: LLMRecommender.base_key(rec)
     return LLMRecommender.checkpoints(rec, "mkv", {"method": "mkv", "params": 1})
 
@@ -90,3 +90,36 @@ def test_the_bdlm_domain_model_kind_is_in_its_id(smoke):
 def test_model_identity_of_an_unknown_path_is_a_one_line_error(isolated):
     with pytest.raises(loading.ModelError, match="does not exist"):
         loading.model_identity(str(isolated / "no-such-model"))
+
+
+def test_an_llm_on_a_data_folder_is_keyed_by_its_item_text(tmp_path):
+    """Second battery: two DATA_PATH folders with the same interactions and other titles shared run ids and
+    checkpoints (an adapter trained on the first titles was reused for the second)."""
+    import shutil
+    from pathlib import Path
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "ml-100k"
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(fixture, a)
+    shutil.copytree(fixture, b)
+    lines = (b / "u.item").read_text(encoding="latin-1").splitlines()
+    titles = [line.split("|")[1] for line in lines]
+    swapped = [line.replace(f"|{t}|", f"|{titles[(i + 1) % len(titles)]}|", 1) for i, (line, t) in
+               enumerate(zip(lines, titles))]
+    (b / "u.item").write_text("\n".join(swapped) + "\n", encoding="latin-1")
+    ids = {}
+    for folder in (a, b):
+        cfg = config.resolve("smoke", DATA_PATH=str(folder), MIN_INTERACTIONS=3, N_NEGATIVES=3)
+        protocol = load_protocol(cfg)
+        ids[folder] = (method_run_id("mkv", cfg, protocol), method_run_id("sasrec", cfg, protocol),
+                       protocol.identity())
+    assert ids[a][2] == ids[b][2]  # the same interactions: the same candidates and baseline runs
+    assert ids[a][1] == ids[b][1]
+    assert ids[a][0] != ids[b][0]  # other titles: another LLM run
+
+
+def test_bdlm_rounds_are_keyed_by_the_title_score_reduction(smoke):
+    """Second battery: rounds trained with SCORE_REDUCE sum were reloaded for mean (the KL terms score with it)."""
+    from workbench.methods.bdlm.method import BDLM
+    cfg, protocol = smoke
+    keys = [BDLM(config.override(cfg, SCORE_REDUCE=r), protocol).checkpoint_key() for r in ("sum", "mean")]
+    assert keys[0] != keys[1]

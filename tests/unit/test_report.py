@@ -135,7 +135,10 @@ def test_an_edited_or_stale_ablation_summary_is_refused_not_reported(saved):
         with pytest.raises(results.ResultError, match=f"{path.name} says NDCG@10 = 1.0 for arm mask.*re-run notebook 04"):
             comparison.ablation_summary("mkv", arms, protocol)
         summary.assign(runs=summary["runs"].str.replace("mkv-mask", "mkv-other")).to_csv(path)
-        with pytest.raises(results.ResultError, match="does not name this ablation's runs"):
+        with pytest.raises(results.ResultError, match="does not name this ablation's arms and runs"):
+            comparison.ablation_summary("mkv", arms, protocol)
+        summary.rename(index={"none": "mask", "mask": "none"}).to_csv(path)  # second battery: labels swapped
+        with pytest.raises(results.ResultError, match="does not name this ablation's arms and runs"):
             comparison.ablation_summary("mkv", arms, protocol)
     finally:
         path.write_text(text)

@@ -130,3 +130,12 @@ def test_a_run_whose_input_run_was_re_made_is_refused(tmp_results):
     shutil.rmtree(tmp_results / "up")
     with pytest.raises(results.ResultError, match="which is missing"):
         results.load_run("down")
+
+
+def test_a_copied_or_renamed_run_folder_is_refused(tmp_results):
+    """Second battery: a folder copied under another run's id loaded as that run (its seal travels with it)."""
+    import shutil
+    results.save_run("run-e", RANKS, config.resolve("smoke"), "cpu", 1.0)
+    shutil.copytree(tmp_results / "run-e", tmp_results / "run-f")
+    with pytest.raises(results.ResultError, match="record of run run-e, not of run-f"):
+        results.load_run("run-f")

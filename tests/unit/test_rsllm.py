@@ -185,11 +185,11 @@ def test_a_second_stage_continues_the_first_stages_adapter(catalog, tmp_path):
     stage1, _ = sft.train_sft(model, tok, text, _cfg(), tmp_path / "one")
     first = {k: v.detach().clone() for k, v in stage1.named_parameters() if "lora_B" in k}
     assert any(v.abs().sum() > 0 for v in first.values())
-    stage2, _ = sft.train_sft(stage1, tok, _rows(catalog, tok), _cfg(LLM_LEARNING_RATE=0.0), tmp_path / "two",
+    stage2, _ = sft.train_sft(stage1, tok, _rows(catalog, tok), _cfg(LLM_LEARNING_RATE=1e-6), tmp_path / "two",
                                 soft_embedder=_embedder())
-    for k, v in stage2.named_parameters():  # learning rate 0: stage 2 leaves stage 1's (non-zero) LoRA weights
-        if "lora_B" in k:
-            assert torch.equal(v.detach(), first[k]), k
+    for k, v in stage2.named_parameters():  # a tiny learning rate: stage 2 stays next to stage 1's non-zero weights
+        if "lora_B" in k:                   # (a fresh adapter would start from zero)
+            assert torch.allclose(v.detach(), first[k], atol=1e-4), k
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ def test_select_by_number_stem_or_name():
 
 
 def test_parse_value():
-    assert batch.parse_value("3") == 3 and batch.parse_value("None") is None
+    assert batch.parse_value("3") == 3 and batch.parse_value("None") == "None"
     assert batch.parse_value("0.5") == 0.5 and batch.parse_value("sasrec") == "sasrec"
 
 

@@ -132,6 +132,16 @@ def tidy(name: str, users: pd.DataFrame, items: pd.DataFrame, inter: pd.DataFram
     return Dataset(name, users, items, inter, duplicates)
 
 
+def text_digest(data: Dataset) -> str:
+    """12 hex digits of the sha256 of the item and user tables, every column (titles, genres, texts, user features):
+    what an LLM's prompts are made of, beyond what `fingerprint` covers."""
+    digest = hashlib.sha256(b"workbench-text-v1")
+    for table in (data.items, data.users):
+        frame = table.sort_values(table.columns[0], kind="stable") if len(table.columns) else table
+        digest.update(frame.to_csv(index=False).encode())
+    return digest.hexdigest()[:12]
+
+
 def fingerprint(data: Dataset) -> str:
     """12 hex digits of the sha256 of the interactions' user_id, item_id, timestamp in file order and the item ids:
     what the sequences and the candidates depend on (ratings and attributes do not enter)."""

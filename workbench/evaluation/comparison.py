@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .. import config, metrics, process
-from ..methods.pipeline import ablation_run_ids, ablation_summary_path, method_run_id, ranks_on
+from ..methods.pipeline import ablation_arm_runs, ablation_summary_path, method_run_id, ranks_on
 from ..recommender import REGISTRY, Entry, entries
 from ..results import ResultError, SavedRun, load_run
 
@@ -151,10 +151,10 @@ def check_summary(summary: pd.DataFrame, method: str, cfg: dict, protocol, path)
     notebook = REGISTRY[method].ablation_notebook
     stale = lambda why: ResultError(f"{Path(path).name} {why}: it was edited or is stale; delete it and re-run "
                                     f"notebook {notebook}")
-    expected = set(ablation_run_ids(method, cfg, protocol))
+    expected = ablation_arm_runs(method, cfg, protocol)
     named = {arm: [r.strip() for r in str(runs).split(",")] for arm, runs in summary.get("runs", {}).items()}
-    if not named or {r for ids in named.values() for r in ids} != expected:
-        raise stale("does not name this ablation's runs")
+    if named != expected:
+        raise stale("does not name this ablation's arms and runs (each row the runs of its own arm)")
     for arm, ids in named.items():
         runs = [load_run(r) for r in ids]
         users = sorted(runs[0].ranks["user_id"])

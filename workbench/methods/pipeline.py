@@ -174,12 +174,17 @@ def run_grid(name: str, cfg: dict, protocol, arms: dict, seeds, device: str = "c
     return Grid(users, ranks, runs)
 
 
-def ablation_run_ids(name: str, cfg: dict, protocol) -> list[str]:
-    """The run ids of every arm and seed of method `name`'s declared ablation for these parameters."""
+def ablation_arm_runs(name: str, cfg: dict, protocol) -> dict[str, list[str]]:
+    """{arm: its run ids, one per seed} of method `name`'s declared ablation for these parameters."""
     ablation = get_spec(name).ablation
     arm_cfg = ablation.config(cfg)
-    return [method_run_id(name, config.override(arm_cfg, **changes, SEED=seed), protocol, f"{name}-{arm}")
-            for arm, changes in ablation.arms(cfg).items() for seed in cfg["ABLATION_SEEDS"]]
+    return {arm: [method_run_id(name, config.override(arm_cfg, **changes, SEED=seed), protocol, f"{name}-{arm}")
+                  for seed in cfg["ABLATION_SEEDS"]] for arm, changes in ablation.arms(cfg).items()}
+
+
+def ablation_run_ids(name: str, cfg: dict, protocol) -> list[str]:
+    """The run ids of every arm and seed of method `name`'s declared ablation for these parameters."""
+    return [rid for ids in ablation_arm_runs(name, cfg, protocol).values() for rid in ids]
 
 
 def ablation_summary_path(name: str, cfg: dict, protocol, write: bool = True) -> Path:

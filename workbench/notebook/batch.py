@@ -65,7 +65,11 @@ def select_notebooks(names, folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def parse_value(text: str):
-    """A -p value as a Python literal where it is one (3, 0.1, None, True, [1, 2]), else the string itself."""
+    """A -p value as a Python literal where it is one (3, 0.1, True, [1, 2]), else the string itself; `None` stays
+    the text "None", which the parameter table reads as None (a None value would mean "the profile's value" and be
+    dropped: `-p LLM_TRAIN_SAMPLES None` must mean all samples)."""
+    if text.strip() == "None":
+        return "None"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

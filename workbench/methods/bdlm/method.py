@@ -32,6 +32,7 @@ from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt
 from ...llm.scoring import view_ranks
 from ...llm.sft import train_sft, without_embedding_layers
 from ...recommender import get_spec, implements
+from ... import results
 from ...results import load_tensors, short_hash
 from ..baselines.recommenders import weights_file
 from ..pipeline import load_recommender, read_upstream, run_method
@@ -123,8 +124,10 @@ class BDLM(LLMRecommender):
                                       self.cfg["BDLM_PROMPT"], users=keys)
 
     def checkpoint_key(self) -> dict:
-        """The shared training key plus the domain run and its table's digest."""
-        return {**super().checkpoint_key(), "domain": self.domain_id, "tables": self.digest}
+        """The shared training key plus the domain run, its table's digest and SCORE_REDUCE (the rounds' KL terms and
+        recorded distributions score titles with it)."""
+        return {**super().checkpoint_key(), "domain": self.domain_id, "tables": self.digest,
+                "score_reduce": self.cfg["SCORE_REDUCE"]}
 
     def valid_key(self) -> dict:
         """What a round's validation row depends on beyond its state: the validation users and the scoring and
@@ -228,6 +231,9 @@ class BDLM(LLMRecommender):
         folder = root / f"round-{r}"
         if (folder / ROUND_FILE).exists():
             saved = load_tensors(folder / ROUND_FILE, remedy=f"delete {folder} (that round is trained again)")
+            if saved.get("round", {}).get("round") != r:
+                raise results.ResultError(f"{folder / ROUND_FILE} holds round {saved.get('round', {}).get('round')}, "
+                                          f"not round {r}: delete {folder} (that round is trained again)")
             self.load_state(saved["state"])
             self.states[r] = saved["state"]
             row, note = dict(saved["round"]), f"round {r} reloaded from its saved state"
