@@ -32,8 +32,7 @@ from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt
 from ...llm.scoring import view_ranks
 from ...llm.sft import train_sft, without_embedding_layers
 from ...recommender import get_spec, implements
-from ... import results
-from ...results import load_tensors, short_hash
+from ...results import ResultError, load_tensors, short_hash
 from ..baselines.recommenders import weights_file
 from ..pipeline import load_recommender, read_upstream, run_method
 from . import VARIANTS, bridge
@@ -232,8 +231,8 @@ class BDLM(LLMRecommender):
         if (folder / ROUND_FILE).exists():
             saved = load_tensors(folder / ROUND_FILE, remedy=f"delete {folder} (that round is trained again)")
             if saved.get("round", {}).get("round") != r:
-                raise results.ResultError(f"{folder / ROUND_FILE} holds round {saved.get('round', {}).get('round')}, "
-                                          f"not round {r}: delete {folder} (that round is trained again)")
+                raise ResultError(f"{folder / ROUND_FILE} holds round {saved.get('round', {}).get('round')}, "
+                                  f"not round {r}: delete {folder} (that round is trained again)")
             self.load_state(saved["state"])
             self.states[r] = saved["state"]
             row, note = dict(saved["round"]), f"round {r} reloaded from its saved state"
