@@ -133,14 +133,14 @@ def test_rsllm_reads_the_saved_sasrec_table(smoke):
 
 def test_bdlm_evaluates_both_models_before_and_after_on_the_mkv_users(smoke):
     cfg, protocol = smoke
-    bdlm, mkv, sasrec = _run("bdlm", cfg, protocol), _run("mkv", cfg, protocol), _run("sasrec", cfg, protocol)
+    bdlm, mkv, mf = _run("bdlm", cfg, protocol), _run("mkv", cfg, protocol), _run("mf", cfg, protocol)
     assert set(bdlm.ranks["user_id"]) == set(mkv.ranks["user_id"])
-    assert bdlm.record["domain_model"]["run"] == sasrec.folder.name
+    assert bdlm.record["domain_model"]["run"] == mf.folder.name  # the default domain model, trained on first use
     assert [r["round"] for r in bdlm.record["rounds"]] == list(range(cfg["BDLM_ROUNDS"] + 1))
     variants = pd.read_parquet(bdlm.folder / "variants.parquet").set_index("user_id")
     users = sorted(bdlm.ranks["user_id"])
     assert variants.loc[users, "llm_after"].tolist() == bdlm.ranks.set_index("user_id").loc[users, "rank"].tolist()
-    assert variants.loc[users, "domain_before"].tolist() == sasrec.ranks.set_index("user_id").loc[users, "rank"].tolist()
+    assert variants.loc[users, "domain_before"].tolist() == mf.ranks.set_index("user_id").loc[users, "rank"].tolist()
 
 
 def test_the_comparison_found_every_method_and_wrote_the_report(smoke):

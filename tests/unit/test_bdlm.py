@@ -142,7 +142,8 @@ def test_the_llm_kl_term_moves_the_llm_toward_the_domain_model(catalog, tmp_path
 
 @pytest.fixture(scope="module")
 def smoke():
-    cfg = config.resolve("smoke", LLM_TRAIN_SAMPLES=8, LLM_EVAL_USERS=4, GEN_EVAL_USERS=0, LLM_BATCH_SIZE=4)
+    cfg = config.resolve("smoke", LLM_TRAIN_SAMPLES=8, LLM_EVAL_USERS=4, GEN_EVAL_USERS=0, LLM_BATCH_SIZE=4,
+                         DOMAIN_MODEL="sasrec")  # the SASRec option (the default, MF: test_mf_is_the_default_...)
     return cfg, load_protocol(cfg)
 
 
@@ -301,3 +302,80 @@ def test_a_round_file_that_holds_another_round_is_refused(smoke, tmp_path):
     shutil.copy(root / "round-1" / "state.pt", root / "round-2" / "state.pt")
     with pytest.raises(results.ResultError, match="holds round 1, not round 2"):
         run_method("bdlm", cfg, protocol)
+
+
+@pytest.mark.parametrize("sharing", ["mutual", "one_way"])
+def test_the_llm_is_scored_with_the_tables_it_trained_with_not_those_the_domain_phase_changed(smoke, monkeypatch,
+                                                                                               sharing):
+    """Issue 21: the domain phase changes the shared tables after the LLM phase; the LLM's validation and "after"
+    scores read them through a projector and adapter that never saw them.  Each model is now scored at the state it
+    last trained with: the LLM with the tables as its own phase left them, the domain model with its own."""
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    real, seen = bdlm_method.domain_phase, {}
+
+    def spy(domain, *args, **kw):
+        seen["before"] = {k: v.detach().clone() for k, v in spy.rec.soft_embedder.state_dict().items()}
+        return real(domain, *args, **kw)
+
+    original_fit = bdlm_method.BDLM.fit
+    monkeypatch.setattr(bdlm_method.BDLM, "fit", lambda self, *a, **k: (setattr(spy, "rec", self),
+                                                                            original_fit(self, *a, **k))[1])
+    monkeypatch.setattr(bdlm_method, "domain_phase", spy)
+    rec = run_method("bdlm", config.override(cfg, **bdlm.arm_changes(sharing), BDLM_ROUNDS=1), protocol,
+                     run_name=f"bdlm-{sharing}").recommender
+    view = rec.eval_view()
+    domain_items = rec.domain.tables.items.weight.detach().clone()
+    assert not torch.equal(domain_items, seen["before"]["items.weight"])  # the domain phase did change the tables
+    reported = rec.variants.set_index("user_id")["llm_after"]
+    scored = rec.scores(view)[0]
+    now = {k: v.detach().clone() for k, v in rec.soft_embedder.state_dict().items()}
+    rec.soft_embedder.load_state_dict(seen["before"])  # the tables as the LLM phase left them
+    direct = rec.view_scores(view)
+    rec.soft_embedder.load_state_dict(now)
+    assert max(np.abs(a - b).max() for a, b in zip(scored["scores"], direct["scores"])) < 1e-6
+    assert reported.loc[view["user_id"]].tolist() == scoring.view_ranks(view, direct)["rank"].tolist()
+    assert torch.equal(rec.domain.tables.items.weight, domain_items)  # the domain model keeps its own tables
+    assert np.allclose(rec.domain_scores(view), bridge.candidate_logits(rec.domain, view).detach().numpy())
+
+
+def test_mf_is_the_default_domain_model_and_its_user_rows_reach_the_llm(smoke):
+    """Issue 21: the default domain model was SASRec with user rows at zero, so every user's soft token was the
+    projector's bias; MF's user rows differ by user, and so do the user tokens."""
+    cfg, protocol = smoke
+    assert config.resolve("cpu")["DOMAIN_MODEL"] == config.resolve("smoke")["DOMAIN_MODEL"] == "mf"
+    rec = bdlm_method.BDLM(config.override(cfg, DOMAIN_MODEL="mf"), protocol)
+    rec.setup()
+    users = torch.tensor([user_key(u, protocol.n_items) for u in (1, 2, 3)])
+    tokens = rec.soft_embedder(users).detach()
+    assert not torch.allclose(tokens[0], tokens[1]) and not torch.allclose(tokens[1], tokens[2])
+    assert rec.domain.tables.users.weight[1:4].abs().sum() > 0
+
+
+def test_every_profile_runs_several_rounds_and_round_0_trains_on_the_llm_methods_windows(smoke):
+    """Issue 21: BDLM's LLM trained on 8 windows (cpu) against 32 for the other LLM methods, in one round."""
+    for profile in ("smoke", "cpu", "gpu"):
+        assert config.resolve(profile)["BDLM_ROUNDS"] >= 2, profile
+    cfg, protocol = smoke
+    run_method("sasrec", cfg, protocol)
+    cfg = config.override(cfg, BDLM_ROUND_SAMPLES=4, BDLM_ROUNDS=2)
+    run = run_method("bdlm", cfg, protocol)
+    rec = run.recommender
+    assert run.extra["sft_samples"] == cfg["LLM_TRAIN_SAMPLES"] * cfg["LLM_EPOCHS"] == 8
+    assert run.extra["round_sft_samples"] == 4
+    whole, rounds = rec.training_view(), rec.round_view()
+    key = lambda v: {(int(u), int(p)): list(c) for u, p, c in zip(v["user_id"], v["position"], v["candidates"])}
+    assert len(rounds) == 4 and key(rounds).items() <= key(whole).items()  # nested: round 0's windows, candidates
+    every = bdlm_method.BDLM(config.override(cfg, BDLM_ROUND_SAMPLES=None), protocol)
+    assert key(every.round_view()) == key(whole)  # None: all of round 0's windows
+
+
+def test_the_frozen_arm_with_mf_skips_a_domain_phase_that_has_nothing_to_train(smoke, capsys):
+    """MF has no network beside the tables: with the tables frozen its phase had an empty optimizer (a crash)."""
+    cfg, protocol = smoke
+    run = run_method("bdlm", config.override(cfg, DOMAIN_MODEL="mf", BDLM_SHARING="frozen", BDLM_ROUNDS=1), protocol,
+                     run_name="bdlm-frozen")
+    rec = run.recommender
+    assert "domain phase skipped" in capsys.readouterr().out
+    assert all(torch.equal(v, rec.states[0]["domain"][k]) for k, v in rec.domain.state_dict().items())
+    assert run.extra["rounds"][1]["domain_loss_ce"] is None

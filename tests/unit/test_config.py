@@ -36,11 +36,13 @@ def test_unknown_profile_and_parameter_are_errors_that_list_the_valid_names():
     ("HISTORY_LEN", 0, "HISTORY_LEN must be int >= 1"),
     ("N_NEGATIVES", 0, "N_NEGATIVES must be int >= 1"),
     ("LLM_EPOCHS", 0, "LLM_EPOCHS must be int >= 1"),
-    ("AUGMENT", "rotate", "AUGMENT must be one of none, shuffle, mask, both"),
+    ("AUGMENT", "rotate", "AUGMENT must be a list of str from none, shuffle_candidates, shuffle_output, shuffle_keys, "
+                          "mask"),
     ("SCORE_REDUCE", "max", "SCORE_REDUCE must be one of sum, mean"),
     ("LEARNING_RATE", "fast", "LEARNING_RATE must be float"),
     ("DROPOUT", 1.0, "DROPOUT must be float >= 0 < 1"),
-    ("MKV_ARMS", ["none", "rotate"], "MKV_ARMS must be a list of str from none, shuffle, mask, both"),
+    ("MKV_ARMS", ["none", "rotate"], "MKV_ARMS must be a list of str from none, shuffle_candidates, shuffle_output, "
+                                     "shuffle_keys, mask, all"),
     ("TIE_BREAK", "random", "TIE_BREAK must be one of file_order, item_id"),
 ])
 def test_bad_values_are_refused_with_what_is_allowed(name, value, message):

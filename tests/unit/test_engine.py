@@ -61,6 +61,31 @@ def test_a_candidate_never_sees_another_candidate(tiny, catalog):
     assert _max_delta([a[0], a[2]], [b[0], b[2]]) < 1e-5  # other users in the same batch are untouched
 
 
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_two_way_scores_equal_the_softmax_over_the_answer_and_versus_logits(tiny, catalog, batch_size):
+    """Issue 21: pointwise yes/no is scored log P(yes) / (P(yes) + P(no)) at the answer position, as the authors."""
+    model, tok = tiny
+    yes, no = 7, 11  # any two token ids: the engine weighs the scored token against `versus`
+    prefixes = [likelihood.token_ids(tok, p) for p in _prompts(tok, catalog)]
+    questions = [[likelihood.token_ids(tok, f"Candidate: {catalog.title(i)}\n") + [yes] for i in CANDIDATES[u]]
+                 for u in HISTORIES]
+    reference, vocab = [], []
+    with torch.no_grad():
+        for p, qs in zip(prefixes, questions):
+            last = [model(torch.tensor([p + q[:-1]])).logits[0, -1].float() for q in qs]
+            reference.append(np.array([(x[yes] - x[[yes, no]].logsumexp(-1)).item() for x in last]))
+            vocab.append(np.array([x.log_softmax(-1)[yes].item() for x in last]))
+    items = [likelihood.Item(p, qs, scored=1, versus=no) for p, qs in zip(prefixes, questions)]
+    got = likelihood.score_items(model, items, tok.pad_token_id, batch_size=batch_size, progress=False)
+    assert _max_delta(got, reference) < 1e-4
+    assert all((v < g - 1e-3).all() for v, g in zip(vocab, got))  # not log P(yes) over the vocabulary
+    mixed = likelihood.batch_logp(model, [items[0], likelihood.Item(prefixes[1], questions[1], scored=1)],
+                                  tok.pad_token_id)  # an item without versus keeps the vocabulary-wide score
+    assert _max_delta([m.detach().numpy() for m in mixed], [reference[0], vocab[1]]) < 1e-4
+    with pytest.raises(ValueError, match="scored=1"):
+        likelihood.check_items([likelihood.Item([1, 2], [[3, 4]], scored=2, versus=5)])
+
+
 def test_block_mask_lets_candidates_see_the_prompt_and_themselves_only():
     seg = torch.tensor([[-1, 0, 0, 1, 1, 2, -1]])
     m = likelihood.block_mask(seg)[0, 0]

@@ -84,7 +84,7 @@ def test_a_method_that_reads_a_saved_run_has_that_run_in_its_id(smoke, method):
 
 def test_the_bdlm_domain_model_kind_is_in_its_id(smoke):
     cfg, protocol = smoke
-    assert method_run_id("bdlm", config.override(cfg, DOMAIN_MODEL="mf"), protocol) != method_run_id("bdlm", cfg, protocol)
+    assert method_run_id("bdlm", config.override(cfg, DOMAIN_MODEL="sasrec"), protocol) != method_run_id("bdlm", cfg, protocol)
 
 
 def test_model_identity_of_an_unknown_path_is_a_one_line_error(isolated):

@@ -105,7 +105,7 @@ def test_augmentation_is_seeded_and_never_masks_the_title(tiny, catalog):
     _, tok = tiny
     view = pd.DataFrame({"user_id": [1, 2], "history": [[2, 3, 5], [1, 4]], "target": [6, 7],
                          "candidates": [[6, 8, 9, 10], [7, 11, 12, 3]]})
-    aug = prompts.Augment(shuffle=True, mask_p=0.5)
+    aug = prompts.Augment(shuffle_candidates=True, shuffle_keys=True, mask_p=0.5)
     a = prompts.build_examples(catalog, view, tok, 4096, aug, seed=1, epoch=0)
     b = prompts.build_examples(catalog, view, tok, 4096, aug, seed=1, epoch=0)
     c = prompts.build_examples(catalog, view, tok, 4096, aug, seed=1, epoch=1)
@@ -115,7 +115,7 @@ def test_augmentation_is_seeded_and_never_masks_the_title(tiny, catalog):
     rng = np.random.default_rng(0)
     for _ in range(50):
         assert "title: " in prompts.record(catalog.items[6], prompts.ITEM_KEYS, prompts.Augment(mask_p=0.99), rng)
-    shuffled = {tuple(prompts.record(catalog.items[6], prompts.ITEM_KEYS, prompts.Augment(shuffle=True), rng).split("; "))
+    shuffled = {tuple(prompts.record(catalog.items[6], prompts.ITEM_KEYS, prompts.Augment(shuffle_keys=True), rng).split("; "))
                 for _ in range(30)}
     assert len(shuffled) > 1 and all(len(s) == 3 for s in shuffled)
 

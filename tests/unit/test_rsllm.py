@@ -242,3 +242,67 @@ def test_a_saved_run_loads_with_its_embedder_and_ranks_the_same(smoke):
     assert torch.equal(loaded.soft_embedder.projector.net[0].weight, weight)
     again = loaded.rank(loaded.eval_view()).set_index("user_id")["rank"]
     assert again.sort_index().tolist() == run.ranks.set_index("user_id")["rank"].sort_index().tolist()
+
+
+class _Table(torch.nn.Module):
+    """A stand-in soft embedder: fixed random item vectors, an identity user head."""
+
+    def __init__(self, n_items=200, dim=576, seed=0):
+        super().__init__()
+        self.weight = torch.randn(n_items, dim, generator=torch.Generator().manual_seed(seed))
+        self.heads = {"user": torch.nn.Identity()}
+
+    def forward(self, ids):
+        return self.weight[ids]
+
+
+def _presence_batch(table, n_rows=16, n_cands=20, seed=1):
+    """Rows whose prompt end is the sum of the vectors the prompt shows (its candidates): a model that recognises
+    which items are present, and knows nothing of the user's preference."""
+    gen = torch.Generator().manual_seed(seed)
+    cands = torch.stack([torch.randperm(199, generator=gen)[:n_cands] + 1 for _ in range(n_rows)])
+    target = cands[torch.arange(n_rows), torch.randint(n_cands, (n_rows,), generator=gen)]
+    hidden = torch.zeros(n_rows, 5, table.weight.shape[1])
+    hidden[:, 2] = table(cands).sum(1)
+    labels = torch.full((n_rows, 5), -100)
+    labels[:, 3:] = 1
+    return hidden, {"labels": labels, "target_id": target, "candidate_ids": cands}
+
+
+def _user_term(table, negatives="candidates"):
+    from types import SimpleNamespace
+    fake = SimpleNamespace(model=SimpleNamespace(soft_embedder=table), temperature=0.05, negatives=negatives)
+    return lambda hidden, inputs: contrastive.ContrastiveSFTTrainer.user_term(fake, hidden, inputs)
+
+
+def test_the_user_term_cannot_be_lowered_by_recognising_which_items_the_prompt_shows():
+    """Issue 21: the user term's negatives were other rows' targets, mostly absent from the prompt, so a prompt state
+    that only says which items are present scored far below chance; its negatives are now the row's own other
+    candidates, all present, so such a state does no better than chance, log(20)."""
+    table = _Table()
+    hidden, inputs = _presence_batch(table)
+    loss = float(_user_term(table)(hidden, inputs))
+    assert loss > 0.9 * np.log(20), loss
+    shortcut = float(_user_term(table, "batch")(hidden, inputs))  # the first reading, kept as an option
+    assert shortcut < 0.5 * np.log(16), shortcut
+    # a state that points at the target does lower it: the term still trains preference
+    hidden[:, 2] = table(inputs["target_id"])
+    assert float(_user_term(table)(hidden, inputs)) < 0.1
+
+
+def test_candidate_nce_is_cross_entropy_over_the_rows_own_keys():
+    gen = torch.Generator().manual_seed(0)
+    q, k, t = torch.randn(3, 8, generator=gen), torch.randn(3, 5, 8, generator=gen), torch.tensor([0, 4, 2])
+    s = torch.einsum("bd,bnd->bn", torch.nn.functional.normalize(q, dim=-1),
+                     torch.nn.functional.normalize(k, dim=-1)) / 0.5
+    assert torch.allclose(contrastive.candidate_nce(q, k, t, 0.5), -s.log_softmax(1)[torch.arange(3), t].mean())
+    with pytest.raises(ValueError, match="do not pair"):
+        contrastive.candidate_nce(q, k[:2], t, 0.5)
+
+
+def test_the_collator_pads_list_columns_beside_integer_ones():
+    collate = softtokens.SoftIdsCollator(lambda rows: {"n": len(rows)}, extra=("target_id", "candidate_ids"))
+    batch = collate([{"soft_ids": [1, 2], "target_id": 5, "candidate_ids": [5, 6, 7]},
+                     {"soft_ids": [3], "target_id": 6, "candidate_ids": [6, 5]}])
+    assert batch["target_id"].tolist() == [5, 6]
+    assert batch["candidate_ids"].tolist() == [[5, 6, 7], [6, 5, softtokens.PAD_ID]]

@@ -50,22 +50,39 @@ def n_blocks(user, **kw):
     return len(summarize.blocks(HISTORIES[user], OPTS["block_size"], OPTS["max_blocks"], **kw))
 
 
-def test_blocks_are_aligned_on_the_most_recent_item():
-    h = list(range(1, 13))
-    assert summarize.blocks(h, 5, 4) == [[1, 2], [3, 4, 5, 6, 7], [8, 9, 10, 11, 12]]
-    assert summarize.blocks(h, 5, 2) == [[3, 4, 5, 6, 7], [8, 9, 10, 11, 12]]  # max_blocks keeps the most recent
-    assert summarize.blocks(h, 5, 4, recent=2) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # recent items are not summarised
-    assert summarize.blocks(h, 4, 4, recent=1) == [[1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+def test_blocks_start_at_the_oldest_item_and_without_a_cap_cover_the_whole_history():
+    h = list(range(1, 13))  # as the authors: prev_items[n * size:(n + 1) * size], n < ceil(len / size)
+    assert summarize.blocks(h, 5) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10], [11, 12]]
+    assert summarize.blocks(h, 5, None) == summarize.blocks(h, 5, 99) == summarize.blocks(h, 5)
+    assert summarize.blocks(h, 5, 2) == [[6, 7, 8, 9, 10], [11, 12]]  # a cap keeps the most recent blocks
+    assert summarize.blocks(h, 5, 4, recent=2) == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]  # optional: leave the last out
+    assert summarize.blocks(h, 4, 4, recent=1) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11]]
     assert summarize.blocks([4, 5], 5, 4) == [[4, 5]]
     assert summarize.blocks([], 5, 4) == [] and summarize.blocks([1, 2], 5, 4, recent=2) == [] and summarize.blocks([1], 5, 4, recent=3) == []
-    for size, most, recent in [(1, 3, 0), (3, 2, 1), (5, 9, 4), (2, 1, 0)]:
+    long = list(range(100, 247))  # a MovieLens-long history: no cap summarises every item, oldest first
+    assert [i for b in summarize.blocks(long, 5) for i in b] == long and len(summarize.blocks(long, 5)) == 30
+    for size, most, recent in [(1, 3, 0), (3, 2, 1), (5, 9, 4), (2, 1, 0), (5, None, 0), (4, None, 3)]:
         got = summarize.blocks(h, size, most, recent)
         flat = [i for b in got for i in b]
         kept = h[:len(h) - recent]
         assert flat == kept[len(kept) - len(flat):]  # the most recent items, in order
-        assert len(got) <= most and all(len(b) == size for b in got[1:]) and 0 < len(got[0]) <= size
+        assert got == summarize.blocks(h, size, None, recent)[-len(got):]  # a cap keeps blocks of the same partition
+        whole = -(-len(kept) // size)  # ceil: the blocks of the whole history
+        assert (flat == kept) if most is None or whole <= most else len(got) == most
+        assert all(len(b) == size for b in got[:-1]) and 0 < len(got[-1]) <= size
     with pytest.raises(ValueError):
         summarize.blocks(h, 0, 4)
+    with pytest.raises(ValueError, match="max_blocks"):
+        summarize.blocks(h, 5, 0)
+
+
+def test_a_prompt_beyond_the_summariser_s_context_is_an_error_that_names_max_blocks(tiny, describe):
+    model, tok = tiny
+    many = [summarize.block_text(range(1, 13), describe)] * 60
+    merge = summarize.merge_prompt(tok, many)
+    assert len(tok(merge, add_special_tokens=False)["input_ids"]) > model.config.max_position_embeddings
+    with pytest.raises(ValueError, match="MAX_BLOCKS"):
+        summarize.generate_batch(model, tok, [merge], max_new_tokens=4)
 
 
 def test_batched_generation_equals_one_at_a_time(tiny, describe):

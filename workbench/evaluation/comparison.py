@@ -70,10 +70,34 @@ class Comparison:
             rows.append({"method": label, "fit s": _number(rec.get("fit_seconds"), 1),
                          "rank s/user": _number(_per_user(rec.get("rank_seconds"), rec.get("n_users")), 3),
                          "prompt tokens": _number(rec.get("prompt_tokens_mean"), 0),
-                         "SFT rows": _number(rec.get("sft_samples"), 0),
+                         "SFT rows": _number(rec.get("sft_samples"), 0), "training budget": training_budget(rec),
                          "trainable parameters": _number(rec.get("trainable_parameters"), 0),
                          "device": rec.get("device"), "commit": ", ".join(self.commits(label))})
         return pd.DataFrame(rows).set_index("method")
+
+
+def training_budget(record: dict) -> str:
+    """What an LLM run trained on, in words: windows, SFT rows and optimiser steps, and each method's extra stages or
+    rounds ('–' for a conventional model, 'zero-shot' untrained), so that budgets can be compared across methods."""
+    rows, cfg = record.get("sft_samples"), record.get("parameters", {})
+    if rows is None or "LLM_BATCH_SIZE" not in cfg:
+        return "–"
+    if not rows:
+        return "zero-shot"
+    per_step = cfg["LLM_BATCH_SIZE"] * cfg["GRAD_ACCUM"]
+    steps = lambda n: -(-int(n) // per_step)  # noqa: E731
+    windows = cfg.get("LLM_TRAIN_SAMPLES")
+    stages = record.get("stages") or {}
+    parts = [int(v) for _, v in sorted(stages.items())] if len(stages) > 1 else [int(rows)]
+    text = (f"{windows if windows is not None else 'all'} windows: {sum(parts):,} rows, "
+            f"{sum(map(steps, parts))} steps")
+    if len(parts) > 1:
+        text += f" in {len(parts)} stages (" + " + ".join(f"{steps(v)}" for v in parts) + ")"
+    rounds = [r for r in record.get("rounds") or [] if r.get("round")]
+    if rounds and record.get("round_sft_samples"):
+        n = record["round_sft_samples"]
+        text += f"; then {len(rounds)} round(s) x {n:,} rows ({steps(n)} steps, LM + KL) + domain phase"
+    return text
 
 
 def _number(value, digits: int) -> str:

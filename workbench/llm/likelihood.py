@@ -32,11 +32,14 @@ class Item:
 
     scored: how many trailing tokens of each candidate count (0 = all of them; pointwise yes/no prompts score only
     the answer token after a candidate-specific question).
+    versus: None, or the token id the one scored token is weighed against: its score is then the log of the softmax
+    over {answer, versus} at that position, log P(yes) / (P(yes) + P(no)) (pointwise yes/no; needs scored=1).
     """
     prompt: list[int]
     candidates: list[list[int]]
     soft: torch.Tensor | None = None
     scored: int = 0
+    versus: int | None = None
 
     @property
     def length(self) -> int:
@@ -162,6 +165,11 @@ def batch_logp(model, items: list[Item], pad_id: int, reduce: str = "sum") -> li
                                  for x in (rows, cols, tokens, owner))
     picked = logits[rows, cols].float()
     token_logp = picked.gather(-1, tokens[:, None]).squeeze(-1) - picked.logsumexp(-1)
+    versus = [-1 if it.versus is None else it.versus for it in items for _ in it.candidates]
+    if max(versus) >= 0:  # two-way: logit_answer - logsumexp(logit_answer, logit_versus)
+        other = torch.as_tensor(versus, device=model.device)[owner]
+        pair = picked.gather(-1, torch.stack([tokens, other.clamp(min=0)], -1))
+        token_logp = torch.where(other >= 0, pair[:, 0] - pair.logsumexp(-1), token_logp)
     n_cands = [len(it.candidates) for it in items]
     total = torch.zeros(sum(n_cands), device=model.device).index_add(0, owner, token_logp)
     if reduce == "mean":
@@ -206,6 +214,8 @@ def check_items(items: list[Item]) -> None:
             raise ValueError(f"item {k}: every item needs a prompt and non-empty candidates to score")
         if it.scored < 0 or any(len(c) < it.scored for c in it.candidates):
             raise ValueError(f"item {k}: scored={it.scored} trailing tokens, but a candidate is shorter")
+        if it.versus is not None and it.scored != 1:
+            raise ValueError(f"item {k}: a two-way score (versus={it.versus}) weighs one answer token: set scored=1")
 
 
 @torch.no_grad()
@@ -234,43 +244,55 @@ def token_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def completion_ids(tokenizer, completions) -> list[list[int]]:
-    """Token ids of each completion followed by the end-of-turn token (as TRL trains it)."""
-    out = [token_ids(tokenizer, c + tokenizer.eos_token) for c in completions]
+def completion_ids(tokenizer, completions, terminator: str | None = None) -> list[list[int]]:
+    """Token ids of each completion followed by the end-of-turn token (as TRL trains it) or by `terminator`."""
+    out = [token_ids(tokenizer, c + (terminator or tokenizer.eos_token)) for c in completions]
     if any(len(c) < 2 for c in out):
         raise ValueError("an empty completion (candidate title) cannot be scored: fix the item titles")
     return out
 
 
-def pointwise_items(tokenizer, prefixes, questions, answer: str = "yes", soft=None) -> list[Item]:
-    """Items that score log P(answer) after prefix + question, one candidate per question (pointwise yes/no).
+def _answered(tokenizer, text: str, prefix_ids: list[int], answer: str, answer_ids: list[int]) -> list[int]:
+    """Token ids of text + answer, refused unless they start with the prefix's ids and end with the answer's."""
+    full = tokenizer(text + answer, add_special_tokens=False)["input_ids"]
+    if full[:len(prefix_ids)] != prefix_ids or full[len(full) - len(answer_ids):] != answer_ids:
+        raise ValueError(f"the tokenizer merges tokens across the prompt/question/answer boundary of "
+                         f"{text[len(text) - 40:]!r}: end the prefix and the question with a newline")
+    return full
+
+
+def pointwise_items(tokenizer, prefixes, questions, answer: str = "yes", soft=None,
+                    versus: str | None = None) -> list[Item]:
+    """Items that score the answer after prefix + question, one candidate per question (pointwise yes/no): log
+    P(answer) over the vocabulary, or with `versus` log P(answer) / (P(answer) + P(versus)) (both one token each).
 
     Each candidate is the question's tokens then the answer's, taken from the tokenised whole text so that the ids
     equal what training saw; a tokenizer that merges tokens across the prefix/answer boundary is refused.
     """
     soft = soft if soft is not None else [None] * len(prefixes)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    other = tokenizer(versus, add_special_tokens=False)["input_ids"] if versus is not None else None
+    if other is not None and (len(answer_ids) != 1 or len(other) != 1):
+        raise ValueError(f"two-way scoring needs {answer!r} and {versus!r} to be one token each, the tokenizer gives "
+                         f"{answer_ids} and {other}: use a model whose tokenizer has both as single tokens")
     items = []
     for prefix, qs, vectors in zip(prefixes, questions, soft):
         p = tokenizer(prefix, add_special_tokens=False)["input_ids"]
         cands = []
         for q in qs:
-            full = tokenizer(prefix + q + answer, add_special_tokens=False)["input_ids"]
-            if full[:len(p)] != p or full[len(full) - len(answer_ids):] != answer_ids:
-                raise ValueError(f"the tokenizer merges tokens across the prompt/question/answer boundary of "
-                                 f"{q[:40]!r}: end the prefix and the question with a newline")
-            cands.append(full[len(p):])
-        items.append(Item(p, cands, vectors, scored=len(answer_ids)))
+            cands.append(_answered(tokenizer, prefix + q, p, answer, answer_ids)[len(p):])
+            if other is not None:  # the versus token must be the one that would follow in this context
+                _answered(tokenizer, prefix + q, p, versus, other)
+        items.append(Item(p, cands, vectors, scored=len(answer_ids), versus=other[0] if other is not None else None))
     return items
 
 
-def make_items(tokenizer, prompts, completions, soft=None) -> list[Item]:
-    """Items from prompt texts, per-prompt candidate texts and optional per-prompt soft vectors."""
+def make_items(tokenizer, prompts, completions, soft=None, terminator: str | None = None) -> list[Item]:
+    """Items from prompt texts, per-prompt candidate texts (ended as `completion_ids` says) and soft vectors."""
     soft = soft if soft is not None else [None] * len(prompts)
     items = []
     for prompt, texts, vectors in zip(prompts, completions, soft):
         if any(SOFT_TOKEN in t for t in texts):
             raise ValueError(f"a candidate text contains {SOFT_TOKEN}: soft tokens belong in the prompt only")
-        items.append(Item(tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                          completion_ids(tokenizer, texts), vectors))
+        items.append(Item(token_ids(tokenizer, prompt), completion_ids(tokenizer, texts, terminator), vectors))
     return items

@@ -121,6 +121,14 @@ class LLMRecommender(Recommender):
         """Prompt/completion rows for a view; epoch=None gives the fixed evaluation prompts, else a training draw."""
         raise NotImplementedError
 
+    def score_terminator(self) -> str | None:
+        """What ends a scored candidate title: None = the end-of-turn token (the answer is one title)."""
+        return None
+
+    def sft_settings(self) -> dict:
+        """The settings `train_sft` reads (a method with longer answers may raise MAX_COMPLETION_TOKENS): cfg."""
+        return self.cfg
+
     def eval_view(self, which: str = "test") -> pd.DataFrame:
         """The seeded LLM_EVAL_USERS subset (same users for every LLM method with the same candidate seed)."""
         return eval_subset(getattr(self.protocol, which), self.cfg["LLM_EVAL_USERS"], self.cfg["CANDIDATE_SEED"])
@@ -167,7 +175,7 @@ class LLMRecommender(Recommender):
         self.sft_rows = len(examples)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
         out = self.checkpoints(self.name, self.checkpoint_key())
-        self.model, log = train_sft(self.model, self.tokenizer, examples, self.cfg, out, self.device,
+        self.model, log = train_sft(self.model, self.tokenizer, examples, self.sft_settings(), out, self.device,
                                     callbacks=callbacks, resumed=self.resumed)
         self.adapter = out / "adapter"
         return log
@@ -201,7 +209,7 @@ class LLMRecommender(Recommender):
         self.last_prompts = prompt_lengths(self.tokenizer, texts)
         return scoring.score_examples(self.model, self.tokenizer, examples, view, self.catalog, scorer=scorer,
                                    reduce=self.cfg["SCORE_REDUCE"], batch_size=self.cfg["RANK_BATCH_SIZE"],
-                                   soft_embedder=self.soft_embedder)
+                                   soft_embedder=self.soft_embedder, terminator=self.score_terminator())
 
     def diagnose(self, view: pd.DataFrame) -> dict:
         """Generate-then-match beside likelihood ranking (timed by the pipeline as diagnose_seconds)."""

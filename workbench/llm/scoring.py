@@ -35,14 +35,15 @@ def _inputs(model, ids: torch.Tensor, soft: torch.Tensor | None) -> dict:
 
 
 def prefix_shared_logp(model, tokenizer, prompt: str, completions, reduce: str = "sum",
-                       soft: torch.Tensor | None = None) -> torch.Tensor:
+                       soft: torch.Tensor | None = None, terminator: str | None = None) -> torch.Tensor:
     """Log-likelihood of each completion after the prompt (one prompt pass, its KV cache reused); differentiable.
 
     soft: None, or (k, hidden) vectors for the prompt's k soft-token placeholders (spliced in the prompt pass only).
+    terminator: what ends each completion (None: end-of-turn; `likelihood.completion_ids`).
     """
     device = model.device
     p_ids = torch.tensor([token_ids(tokenizer, prompt)], device=device)
-    c_ids = completion_ids(tokenizer, completions)
+    c_ids = completion_ids(tokenizer, completions, terminator)
     n, longest = len(c_ids), max(map(len, c_ids))
     out = model(**_inputs(model, p_ids, soft), use_cache=True)
     cache = out.past_key_values
@@ -65,18 +66,18 @@ def prefix_shared_logp(model, tokenizer, prompt: str, completions, reduce: str =
 
 @torch.no_grad()
 def score_prefix_shared(model, tokenizer, prompt: str, completions, reduce: str = "sum",
-                        soft: torch.Tensor | None = None) -> np.ndarray:
+                        soft: torch.Tensor | None = None, terminator: str | None = None) -> np.ndarray:
     """Log-likelihood of each completion after the prompt, encoding the prompt once and reusing its KV cache."""
-    return prefix_shared_logp(model, tokenizer, prompt, completions, reduce, soft).cpu().numpy()
+    return prefix_shared_logp(model, tokenizer, prompt, completions, reduce, soft, terminator).cpu().numpy()
 
 
 @torch.no_grad()
 def score_naive(model, tokenizer, prompt: str, completions, reduce: str = "sum",
-                soft: torch.Tensor | None = None) -> np.ndarray:
+                soft: torch.Tensor | None = None, terminator: str | None = None) -> np.ndarray:
     """The reference: one full forward pass of prompt + completion per candidate."""
     p_ids = token_ids(tokenizer, prompt)
     scores = []
-    for ids in completion_ids(tokenizer, completions):
+    for ids in completion_ids(tokenizer, completions, terminator):
         full = torch.tensor([p_ids + ids], device=model.device)
         logp = model(**_inputs(model, full, soft)).logits[0, len(p_ids) - 1:-1].float().log_softmax(-1)
         token_logp = logp.gather(-1, torch.tensor(ids, device=model.device)[:, None]).squeeze(-1)
@@ -155,19 +156,20 @@ def _check_rows(examples: pd.DataFrame, view: pd.DataFrame) -> None:
         raise ValueError(f"{len(missing)} user(s) of the view have no prompt (e.g. {sorted(missing)[:3]})")
 
 
-def _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress) -> list[np.ndarray]:
-    """Likelihood scores of each row's candidates, in the row's listed order."""
-    if "questions" in examples:  # pointwise: one question per candidate, log P("yes") after it
-        items = pointwise_items(tokenizer, examples["prompt"], examples["questions"], "yes", soft)
+def _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress,
+                terminator=None) -> list[np.ndarray]:
+    """Likelihood scores of each row's candidates (titles ended by terminator, None: end-of-turn), in listed order."""
+    if "questions" in examples:  # pointwise: one question per candidate, log P(yes) / (P(yes) + P(no)) after it
+        items = pointwise_items(tokenizer, examples["prompt"], examples["questions"], "yes", soft, versus="no")
         return score_items(model, items, tokenizer.pad_token_id, reduce, batch_size, progress, "ranking (pointwise)")
     titles = [[catalog.title(i) for i in c] for c in examples["candidates"]]
     if scorer == "batched":
-        items = make_items(tokenizer, examples["prompt"], titles, soft)
+        items = make_items(tokenizer, examples["prompt"], titles, soft, terminator)
         return score_items(model, items, tokenizer.pad_token_id, reduce, batch_size, progress)
     score = score_prefix_shared if scorer == "prefix" else score_naive
     rows = tqdm(list(zip(examples["prompt"], titles, soft)), desc=f"ranking ({scorer})", disable=not progress,
                 mininterval=10)
-    return [score(model, tokenizer, prompt, t, reduce, s) for prompt, t, s in rows]
+    return [score(model, tokenizer, prompt, t, reduce, s, terminator) for prompt, t, s in rows]
 
 
 def _generate_rows(model, tokenizer, examples, view, catalog, soft, progress) -> pd.DataFrame:
@@ -189,7 +191,7 @@ def _generate_rows(model, tokenizer, examples, view, catalog, soft, progress) ->
 @torch.no_grad()
 def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "batched",
                   reduce: str = "sum", progress: bool = True, soft_embedder=None,
-                  batch_size: int | None = None) -> pd.DataFrame:
+                  batch_size: int | None = None, terminator: str | None = None) -> pd.DataFrame:
     """Per-user target ranks from prompt rows (user_id, prompt, candidates as listed in the prompt) over `view`.
 
     A user may have several rows (the same candidates listed in different orders): each candidate's score is the mean
@@ -199,9 +201,11 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
     reused), "naive" (one pass per candidate, the reference) or "generate" (generate-then-match: the matched
     candidate ranks first, the others tie last; column `valid` says whether any candidate matched).
     With a `questions` column (pointwise prompts: `prompt` is the prefix shared by the user's candidates, question j
-    asks about candidate j) a candidate's score is log P("yes") after prefix + question (batched scorer only).
+    asks about candidate j) a candidate's score is log P(yes) / (P(yes) + P(no)) after prefix + question, the
+    softmax over the two answer logits (batched scorer only).
     soft_embedder: a module mapping a LongTensor of ids to (n, hidden) vectors, read from the `soft_ids` column.
     batch_size: sequences per forward pass of the batched scorer (None: chosen from free memory).
+    terminator: what ends each scored title (None: the end-of-turn token; a line break: a list answer's first line).
     """
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
@@ -221,13 +225,13 @@ def rank_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, 
         rows = [first[u] for u in view["user_id"]]
         return _generate_rows(model, tokenizer, examples.iloc[rows], view, catalog, [soft[i] for i in rows], progress)
     return view_ranks(view, score_examples(model, tokenizer, examples, view, catalog, scorer, reduce, progress,
-                                           soft_embedder, batch_size))
+                                           soft_embedder, batch_size, terminator))
 
 
 @torch.no_grad()
 def score_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame, catalog, scorer: str = "batched",
                    reduce: str = "sum", progress: bool = True, soft_embedder=None,
-                   batch_size: int | None = None) -> pd.DataFrame:
+                   batch_size: int | None = None, terminator: str | None = None) -> pd.DataFrame:
     """Per view user, its candidates' likelihood scores (`per_user_scores`) from prompt rows with user_id and
     candidates columns (arguments as `rank_examples`, likelihood scorers only)."""
     if scorer not in SCORERS or scorer == "generate":
@@ -235,7 +239,7 @@ def score_examples(model, tokenizer, examples: pd.DataFrame, view: pd.DataFrame,
     _check_rows(examples, view)
     model.eval()
     soft = _soft_vectors(examples, soft_embedder, model.device)
-    scores = _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress)
+    scores = _score_rows(model, tokenizer, examples, catalog, scorer, reduce, soft, batch_size, progress, terminator)
     return per_user_scores(examples, view, scores)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..results import load_tensors
@@ -69,7 +70,8 @@ def check_soft_ids(examples) -> None:
 
 class SoftIdsCollator:
     """Wraps a collator: each row's `soft_ids`, padded with PAD_ID, go beside its batch as a (batch, k) LongTensor,
-    and each `extra` integer column (e.g. target_id) as a (batch,) LongTensor."""
+    and each `extra` column as a LongTensor: an integer column (target_id) as (batch,), a list column (candidate_ids)
+    as (batch, longest), padded with PAD_ID."""
 
     def __init__(self, collator, extra: tuple[str, ...] = ()):
         self.collator, self.extra = collator, tuple(extra)
@@ -82,7 +84,11 @@ class SoftIdsCollator:
         padded = [row + [PAD_ID] * (width - len(row)) for row in ids]
         batch["soft_ids"] = torch.tensor(padded, dtype=torch.long).reshape(len(ids), width)
         for column in self.extra:
-            batch[column] = torch.tensor([int(e[column]) for e in examples], dtype=torch.long)
+            values = [e[column] for e in examples]
+            if values and not isinstance(values[0], (int, np.integer)):
+                longest = max(map(len, values))
+                values = [[int(v) for v in row] + [PAD_ID] * (longest - len(row)) for row in values]
+            batch[column] = torch.tensor([v if isinstance(v, list) else int(v) for v in values], dtype=torch.long)
         return batch
 
 

@@ -52,7 +52,7 @@ def render(catalog: Catalog, history, candidates, mode: str, user: int | None = 
 def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: int, mode: str,
                    users: list | None = None) -> pd.DataFrame:
     """Prompt rows for a view (user_id, history, target, candidates): prompt, completion (the target's title),
-    soft_ids (none in text mode), target_id, history_cut.  users: one user soft id per row, or None."""
+    soft_ids (none in text mode), target_id, candidate_ids (as listed), history_cut.  users: one user soft id per row, or None."""
     users = users if users is not None else [None] * len(view)
     if len(users) != len(view):
         raise ValueError(f"{len(users)} user keys for {len(view)} view rows: give one per row")
@@ -65,7 +65,8 @@ def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: 
         if prompt.count(SOFT_TOKEN) != len(soft):
             raise PromptError(f"user {user}: an item title contains {SOFT_TOKEN!r}: rename that item")
         rows.append({"user_id": int(user), "prompt": prompt, "completion": catalog.title(target),
-                     "soft_ids": soft, "target_id": int(target), "history_cut": cut})
+                     "soft_ids": soft, "target_id": int(target),
+                     "candidate_ids": [int(c) for c in cands], "history_cut": cut})
     return note_cuts(pd.DataFrame(rows), max_tokens)
 
 

@@ -20,14 +20,15 @@ def arm_changes(arm: str) -> dict:
 
 
 config.register({
-    "DOMAIN_MODEL": Param("sasrec", "str", "BDLM: the domain model whose tables start the information-sharing module: a "
-                       "saved run of notebook 02 (sasrec, gru4rec) or mf (trained on first use)",
-                       choices=("sasrec", "gru4rec", "mf")),
+    "DOMAIN_MODEL": Param("mf", "str", "BDLM: the domain model whose tables start the information-sharing module: mf "
+                       "(collaborative filtering with real user rows, as the paper; trained on first use) or a saved "
+                       "run of notebook 02 (sasrec, gru4rec: their user rows start at zero)",
+                       choices=("mf", "sasrec", "gru4rec")),
     "BDLM_PROMPT": Param("id", "str", "BDLM: items in the prompt as soft tokens alone (id: the LLM sees items only through "
                       "the shared tables) or as title + soft token (unified); a user token leads either",
                       choices=("id", "unified")),
-    "BDLM_ROUNDS": Param(1, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
-                      "domain phase", low=1),
+    "BDLM_ROUNDS": Param(2, "int", "BDLM: collaborative rounds after round 0 (the LLM's own SFT): LLM phase, then "
+                      "domain phase (one round never lets the LLM train on tables the domain model changed)", low=1),
     "BDLM_SHARING": Param("mutual", "str", "BDLM: mutual (both KL terms, both train the shared tables), one_way (domain "
                        "-> LLM: the LLM's KL term only, the LLM reads but does not train the tables), frozen (both KL "
                        "terms, tables frozen) or none (no KL, each model its own copy)", choices=SHARINGS),
@@ -38,16 +39,16 @@ config.register({
                          low=0.01, high=100),
     "DOMAIN_STEPS": Param(50, "int", "BDLM: domain-model Adam steps (BATCH_SIZE windows, LEARNING_RATE) per round",
                        low=1),
-    "BDLM_TRAIN_SAMPLES": Param(8, "int", "BDLM: training windows of every round (main run and ablation arms alike: "
-                             "each round adds a KL pass over their 20 candidates); None = LLM_TRAIN_SAMPLES", low=1,
-                             optional=True),
+    "BDLM_ROUND_SAMPLES": Param(8, "int", "BDLM: training windows of each collaborative round, the first of round "
+                             "0's LLM_TRAIN_SAMPLES (main run and arms alike: each round adds a KL pass over their 20 "
+                             "candidates); None = all of them", low=1, optional=True),
     "BDLM_VALID_USERS": Param(8, "int", "BDLM: validation users both models are scored on after each round; None = all",
                            low=1, optional=True),
     "ENSEMBLE_WEIGHT": Param(0.5, "float", "BDLM: weight of the domain model's log-probs in the score-level ensemble",
                           low=0, high=1),
     "BDLM_ARMS": Param(list(SHARINGS), "list_str", "BDLM ablation arms: BDLM_SHARING values", choices=SHARINGS),
-}, profiles={"smoke": {"BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": None, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
-               "gpu": {"BDLM_ROUNDS": 2, "BDLM_TRAIN_SAMPLES": 1500, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200}})
+}, profiles={"smoke": {"BDLM_ROUND_SAMPLES": None, "DOMAIN_STEPS": 5, "BDLM_VALID_USERS": 6},
+               "gpu": {"BDLM_ROUNDS": 3, "BDLM_ROUND_SAMPLES": 4000, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200}})
 
 SPEC = register(MethodSpec(
     "bdlm", "BDLM", "workbench.methods.bdlm.method", "08_bdlm_information_sharing",

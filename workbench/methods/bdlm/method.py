@@ -1,14 +1,18 @@
 """BDLM's recommender: an information-sharing module between an LLM and a domain model, trained mutually.
 
-Round 0: the domain model is the saved DOMAIN_MODEL run on shared user/item tables (`bridge.py`); the LLM learns
-LoRA SFT on BDLM_PROMPT prompts whose soft tokens (a user token, every listed item) read those tables through the projector
-(tables frozen: the domain model stays as saved).  Rounds 1..BDLM_ROUNDS: the LLM phase (LM + KL_LLM * KL toward the
-domain model's candidate distribution, `mutual.MutualSFTTrainer`), then the domain phase (cross-entropy + KL_DOMAIN *
-KL toward the LLM's recorded distribution, `mutual.domain_phase`); BDLM_SHARING decides what flows.  After each round
-both models and their ensemble are scored on validation users; each round's state is saved, a re-run resumes after the
-last complete round, and a non-finite loss stops the rounds and restores the best round.  Evaluation: the LLM alone
-(the run's ranks), the domain model alone and their score-level ensemble, before (round 0) and after (`variants`).
-Reproduce: `python -m workbench run 08`.
+Round 0: the domain model is the saved DOMAIN_MODEL run (MF by default: real user rows) on shared user/item tables
+(`bridge.py`); the LLM learns LoRA SFT on the LLM_TRAIN_SAMPLES windows every LLM method trains on, with BDLM_PROMPT
+prompts whose soft tokens (a user token, every listed item) read those tables through the projector (tables frozen:
+the domain model stays as saved).  Rounds 1..BDLM_ROUNDS, on BDLM_ROUND_SAMPLES of those windows: the LLM phase (LM +
+KL_LLM * KL toward the domain model's candidate distribution, `mutual.MutualSFTTrainer`), then the domain phase
+(cross-entropy + KL_DOMAIN * KL toward the LLM's recorded distribution, `mutual.domain_phase`); BDLM_SHARING decides
+what flows.  The schedule: each model is evaluated at the state it last trained with.  The domain phase changes the
+shared tables after the LLM phase, so the LLM is scored with the tables as its own phase left them (kept as
+`llm_embedder`), and it meets the domain model's changes in its next phase; the domain model is scored as its phase
+left it, and the ensemble joins the two.  After each round both models and their ensemble are scored on validation
+users; each round's state is saved, a re-run resumes after the last complete round, and a non-finite loss stops the
+rounds and restores the best round.  Evaluation: the LLM alone (the run's ranks), the domain model alone and their
+score-level ensemble, before (round 0) and after (`variants`).  Reproduce: `python -m workbench run 08`.
 
 Longer than 300 lines: the rounds, their saved state and the before/after evaluation are one method.
 """
@@ -40,6 +44,7 @@ from .mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs, score_r
 
 ROUND_FILE = "state.pt"
 ROUND0_FILE = "round0.pt"  # in the run folder: round 0's state, the "before" of every variant
+SCHEDULE = "own-state"  # each model evaluated at the state it last trained with (module docstring); keys the rounds
 
 
 def domain_run(rec: "BDLM"):
@@ -66,20 +71,24 @@ def variant_ranks(view: pd.DataFrame, llm: pd.DataFrame, domain: np.ndarray, cfg
     return {"llm": view_ranks(view, llm)["rank"].to_numpy(), "domain": plain(domain), "ensemble": plain(blend)}
 
 
+def _copy(state: dict) -> dict:
+    """A detached CPU copy of a state dict."""
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 @implements("bdlm")
 class BDLM(LLMRecommender):
     """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
-    method_params = ("BDLM_TRAIN_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS",
+    method_params = ("BDLM_ROUND_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS",
                      "BDLM_SHARING", "KL_LLM", "KL_DOMAIN", "KL_TEMPERATURE", "DOMAIN_STEPS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
-        if cfg["BDLM_TRAIN_SAMPLES"] is not None:  # the windows every round trains on (main run and arms alike)
-            cfg = config.override(cfg, LLM_TRAIN_SAMPLES=cfg["BDLM_TRAIN_SAMPLES"])
         if cfg["LLM_TRAIN_SAMPLES"] == 0:
             raise ValueError("BDLM trains the LLM and the domain model together: LLM_TRAIN_SAMPLES must be above 0")
         super().__init__(cfg, protocol, device)
         self.domain, self.domain_id, self.digest, self.round0_dir = None, None, None, None
         self.states, self.rounds, self.diverged, self.variants = {}, [], None, None
+        self.llm_embedder, self.round_rows = None, 0  # the embedder as the LLM last trained with it; rows per round
 
     def attach(self) -> None:
         """The domain model (the saved DOMAIN_MODEL run; MF trained on first use) on shared tables, the soft token and
@@ -126,7 +135,7 @@ class BDLM(LLMRecommender):
         """The shared training key plus the domain run, its table's digest and SCORE_REDUCE (the rounds' KL terms and
         recorded distributions score titles with it)."""
         return {**super().checkpoint_key(), "domain": self.domain_id, "tables": self.digest,
-                "score_reduce": self.cfg["SCORE_REDUCE"]}
+                "score_reduce": self.cfg["SCORE_REDUCE"], "schedule": SCHEDULE}
 
     def valid_key(self) -> dict:
         """What a round's validation row depends on beyond its state: the validation users and the scoring and
@@ -166,12 +175,13 @@ class BDLM(LLMRecommender):
 
     # --- state: what a round leaves behind ----------------------------------------------------------------------
     def state(self) -> dict:
-        """Copies of the adapter, embedder (tables, projector) and domain model weights."""
+        """Copies of the adapter, embedder (tables, projector) and domain model weights, and the embedder as the LLM
+        last trained with it (`llm_embedder`)."""
         from peft import get_peft_model_state_dict
-        copy = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}
         adapter = get_peft_model_state_dict(self.model, save_embedding_layers=False)  # LoRA alone, no 230 MB matrices
-        return {"adapter": copy(adapter), "embedder": copy(self.soft_embedder.state_dict()),
-                "domain": copy(self.domain.state_dict())}
+        embedder = _copy(self.soft_embedder.state_dict())
+        return {"adapter": _copy(adapter), "embedder": embedder, "domain": _copy(self.domain.state_dict()),
+                "llm_embedder": _copy(self.llm_embedder) if self.llm_embedder is not None else embedder}
 
     def load_state(self, state: dict) -> None:
         """Put a `state` back into the models."""
@@ -179,6 +189,25 @@ class BDLM(LLMRecommender):
         set_peft_model_state_dict(self.model, state["adapter"])
         self.soft_embedder.load_state_dict(state["embedder"])
         self.domain.load_state_dict(state["domain"])
+        self.llm_embedder = _copy(state["llm_embedder"])
+
+    def llm_trained(self) -> None:
+        """Mark the embedder as it is now as the one the LLM last trained with (the end of an LLM phase)."""
+        self.llm_embedder = _copy(self.soft_embedder.state_dict())
+
+    @contextmanager
+    def llm_tables(self):
+        """The embedder (tables, projector) as the LLM last trained with it inside the block, as it was after it: the
+        LLM is scored with the tables its own phase left, not with the domain phase's changes it never trained on."""
+        if self.llm_embedder is None:
+            yield
+            return
+        now = _copy(self.soft_embedder.state_dict())
+        self.soft_embedder.load_state_dict(self.llm_embedder)
+        try:
+            yield
+        finally:
+            self.soft_embedder.load_state_dict(now)
 
     @contextmanager
     def at_state(self, state: dict):
@@ -196,17 +225,21 @@ class BDLM(LLMRecommender):
         log with a `round` column.  Per-round validation metrics: `self.rounds`."""
         self.use_threads()
         self.setup()
-        view = self.training_view()
+        first = self.prompts(self.training_view())  # round 0: the windows every LLM method trains on
+        self.sft_rows = len(first) * self.cfg["LLM_EPOCHS"]
+        self.train_prompt_tokens = prompt_lengths(self.tokenizer, first["prompt"])
+        view = self.round_view()
         rows = self.prompts(view).assign(row=range(len(view)), candidates=view["candidates"].to_numpy())
-        self.sft_rows = len(rows) * self.cfg["LLM_EPOCHS"]
-        self.train_prompt_tokens = prompt_lengths(self.tokenizer, rows["prompt"])
+        self.round_rows = len(rows) * self.cfg["LLM_EPOCHS"]
         stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
         self.kl_items = kl_items(self.tokenizer, rows, self.catalog)
         self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
         self.round0_dir = self.checkpoints(f"{self.name}-round0", self.round0_key())
         self.train_tables("round0")
-        self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, self.round0_dir, self.device,
+        self.model, log = train_sft(self.model, self.tokenizer, pd.concat([first] * self.cfg["LLM_EPOCHS"],
+                                    ignore_index=True), self.cfg, self.round0_dir, self.device,
                                     callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder)
+        self.llm_trained()
         logs = [log.assign(round=0)]
         self.states[0] = self.state()
         self.rounds = [{"round": 0, **self.validate(before=True)}]
@@ -255,6 +288,7 @@ class BDLM(LLMRecommender):
         self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, sft_dir, self.device,
                                     callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder,
                                     **options)
+        self.llm_trained()
         self.train_tables("domain")
         llm_teacher = self.llm_teacher(record, sft_dir / "llm_logp.pt", stacked) if kl["domain"] else None
         dlog = domain_phase(self.domain, self.protocol.train, self.cfg["DOMAIN_STEPS"], self.cfg,
@@ -300,9 +334,18 @@ class BDLM(LLMRecommender):
         with torch.no_grad():
             return bridge.candidate_logits(self.domain, view, self.device).cpu().numpy()
 
+    def round_view(self) -> pd.DataFrame:
+        """The windows of every collaborative round: the first BDLM_ROUND_SAMPLES of round 0's (a nested seeded
+        subset, each window with its own candidates); None = all of them."""
+        n, total = self.cfg["BDLM_ROUND_SAMPLES"], self.cfg["LLM_TRAIN_SAMPLES"]
+        return self.training_view(total if n is None else n if total is None else min(n, total))
+
     def scores(self, view: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-        """Both models' candidate scores on a view: the LLM's log-likelihoods and the domain model's logits."""
-        return self.view_scores(view), self.domain_scores(view)
+        """Both models' candidate scores on a view, each at the state it last trained with: the LLM's log-likelihoods
+        (`llm_tables`) and the domain model's logits."""
+        with self.llm_tables():
+            llm = self.view_scores(view)
+        return llm, self.domain_scores(view)
 
     def cached_scores(self, view: pd.DataFrame, what: str) -> tuple[pd.DataFrame, np.ndarray]:
         """Round 0's scores on a view; the LLM's are cached per user beside round 0's checkpoints (the arms and
@@ -314,7 +357,8 @@ class BDLM(LLMRecommender):
         fresh = [u not in saved or list(saved[u][0]) != list(c) for u, c in zip(view["user_id"], view["candidates"])]
         if any(fresh):
             todo = view[fresh].reset_index(drop=True)
-            scored = self.view_scores(todo)
+            with self.llm_tables():
+                scored = self.view_scores(todo)
             saved.update({int(u): ([int(i) for i in c], np.asarray(s, dtype=float).tolist(),
                                    np.asarray(l, dtype=float).tolist()) for u, c, s, l in
                           zip(todo["user_id"], todo["candidates"], scored["scores"], scored["listed"])})
@@ -335,7 +379,8 @@ class BDLM(LLMRecommender):
     def rank(self, view: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
         """The LLM alone after training; `variants` holds every model's ranks before and after, on the same users."""
         if scorer == "generate":
-            return super().rank(view, scorer)
+            with self.llm_tables():
+                return super().rank(view, scorer)
         if 0 not in self.states:
             raise ValueError("BDLM ranks before and after its rounds: call fit() first, or load a saved run")
         with self.at_state(self.states[0]):
@@ -371,6 +416,7 @@ class BDLM(LLMRecommender):
                  for c in self.variants.columns if c != "user_id"}
         rounds = self.round_table().astype(object)
         out.update(variants=means, rounds=rounds.where(rounds.notna(), None).to_dict("records"),
+                   round_sft_samples=self.round_rows, schedule=SCHEDULE,
                    domain_model={"kind": self.cfg["DOMAIN_MODEL"], "run": self.domain_id, "digest": self.digest},
                    sharing=self.sharing, kl_in_effect=self.kl_weights(), diverged=self.diverged)
         return out
@@ -380,7 +426,7 @@ class BDLM(LLMRecommender):
         scores as "before") and the variants' ranks."""
         with without_embedding_layers(self.model):
             self.model.save_pretrained(folder / "adapter")
-        softtokens.save_embedder(self.soft_embedder, folder / "adapter")
+        softtokens.save_embedder(self.soft_embedder, folder / "adapter", state=self.llm_embedder)  # the LLM's own
         torch.save(self.domain.state_dict(), folder / "domain.pt")
         torch.save(self.states[0], folder / ROUND0_FILE)
         self.variants.to_parquet(folder / "variants.parquet")
@@ -391,6 +437,7 @@ class BDLM(LLMRecommender):
         again exactly as it did)."""
         rec = super().load(folder, record, device)
         softtokens.load_embedder(rec.soft_embedder, folder / "adapter")
+        rec.llm_trained()  # before the domain model's tables (the same tensors when shared) are loaded over them
         notebook = get_spec(cls.name).notebook
         weights = weights_file(folder, "domain.pt", notebook)
         rec.domain.load_state_dict(load_tensors(weights, device))

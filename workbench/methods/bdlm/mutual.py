@@ -137,6 +137,10 @@ def domain_phase(domain, windows: pd.DataFrame, steps: int, cfg: dict, seed: int
     torch.manual_seed(seed)  # the domain model's dropout: the same draws whatever ran before (a resumed run too)
     domain.to(device).train()
     params = [p for p in domain.parameters() if p.requires_grad]
+    if not params:  # MF on frozen tables: nothing of the domain model can learn
+        print("domain phase skipped: the domain model has no trainable parameters (MF with frozen shared tables)")
+        domain.eval()
+        return pd.DataFrame(columns=["domain_step", "loss_ce", "loss_kl"], dtype=float)
     opt = torch.optim.Adam(params, lr=cfg["LEARNING_RATE"])
     gen = torch.Generator().manual_seed(seed)
     seq = pad_histories(windows["history"], domain.max_len)

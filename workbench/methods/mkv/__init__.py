@@ -1,15 +1,23 @@
-"""MKV: multiple key-value prompts with shuffle and mask augmentation, LoRA-tuned with TRL (declared here).
+"""MKV (arXiv 2310.16409): multiple key-value prompts, the re-ranked candidate list as the answer, shuffle and mask
+augmentation, LoRA-tuned with TRL (declared here).
 
-Users (age, gender, occupation, zip) and items (title, year, genres) are `key: value` records (`prompts.py`); training
-prompts are augmented over the keys, a fresh draw per epoch (`method.py`).  This file declares the method: its
-parameters, its zero-shot reference, its ablation arms and its rows in the comparison.
+Users (gender, age, occupation; zip optional) and watched items (title, year, genres, rating) are `key: value` records
+(`prompts.py`); the answer lists the candidates, target first (or is the target's title alone: MKV_OUTPUT=title).
+Training prompts are augmented (AUGMENT: shuffle candidates, shuffle output, shuffle keys, mask whole keys), a fresh
+draw per epoch, a RAW_SHARE left raw (the paper's 1:4 mix of raw and augmented prompts) (`method.py`).  The default
+AUGMENT is the paper's best variant, shuffle output (SO); the ablation runs each augmentation alone, all four, and none.
+This file declares the method: its parameters, its zero-shot reference, its ablation arms and its comparison rows.
 Reproduce: `python -m workbench run 03` (method) and `python -m workbench run 04` (ablation).
 """
 from ... import config
 from ...config import Param
 from ...recommender import Ablation, Entry, MethodSpec, register
 
-AUGMENTS = ("none", "shuffle", "mask", "both")
+AUGMENTATIONS = ("shuffle_candidates", "shuffle_output", "shuffle_keys", "mask")  # SC, SO, shuffle keys, mask
+OUTPUTS = ("list", "title")  # MKV_OUTPUT values
+
+AUGMENTS = ("none", *AUGMENTATIONS)  # AUGMENT values: ["none"], or a list of augmentations
+ARMS = ("none", *AUGMENTATIONS, "all")  # MKV_ARMS values: no augmentation, each alone, all four together
 ZERO_SHOT = {"LLM_TRAIN_SAMPLES": 0}  # the untrained reference every LLM result is compared with (same users)
 
 
@@ -19,17 +27,27 @@ def zero_shot(cfg: dict) -> dict:
 
 
 def arm_changes(arm: str) -> dict:
-    """The parameters of one ablation arm: an AUGMENT value."""
-    if arm not in AUGMENTS:
-        raise ValueError(f"unknown MKV arm {arm!r}: use one of {', '.join(AUGMENTS)}")
-    return {"AUGMENT": arm}
+    """The parameters of one ablation arm: its AUGMENT (none: raw prompts only; all: the four augmentations)."""
+    if arm not in ARMS:
+        raise ValueError(f"unknown MKV arm {arm!r}: use one of {', '.join(ARMS)}")
+    return {"AUGMENT": {"none": ["none"], "all": list(AUGMENTATIONS)}.get(arm, [arm])}
 
 
 config.register({
-    "AUGMENT": Param("both", "str", "MKV key augmentation of training prompts", choices=AUGMENTS),
-    "MASK_P": Param(0.2, "float", "MKV: probability of dropping each non-title key (mask augmentation)", low=0,
-                    high=1),
-    "MKV_ARMS": Param(list(AUGMENTS), "list_str", "MKV ablation arms (AUGMENT values)", choices=AUGMENTS),
+    "MKV_OUTPUT": Param("list", "str", "MKV answer: list (every candidate's title, one per line, the target first: the "
+                        "paper's) or title (the target's title alone)", choices=OUTPUTS),
+    "AUGMENT": Param(["shuffle_output"], "list_str", "MKV augmentations of training prompts, or none: "
+                     "shuffle_candidates, shuffle_output (list answers), shuffle_keys, mask", choices=AUGMENTS),
+    "RAW_SHARE": Param(0.2, "float", "MKV: share of training prompts left raw (the evaluation format), drawn per row "
+                       "and epoch; 0.2 = the paper's 1 raw : 4 augmented", low=0, high=1),
+    "MASK_KEYS": Param(3, "int", "MKV mask: whole keys (of gender, age, occupation, zip if shown, title, year, genres, "
+                       "rating) hidden in every record of a masked prompt", low=1, high=7),
+    "MASK_P": Param(None, "float", "MKV mask instead of MASK_KEYS: drop each non-title key of each record with this "
+                    "probability; None = MASK_KEYS", low=0, high=1, open_low=True, optional=True),
+    "MKV_ZIP": Param("no", "str", "MKV: show the user's zip code (the paper does not)", choices=("no", "yes")),
+    "MKV_LIST_TOKENS": Param(320, "int", "MKV list answers: the longest list trained on, in tokens (title answers: "
+                             "MAX_COMPLETION_TOKENS)", low=1),
+    "MKV_ARMS": Param(list(ARMS), "list_str", "MKV ablation arms: none, each augmentation alone, all", choices=ARMS),
 })
 
 SPEC = register(MethodSpec(

@@ -33,6 +33,10 @@ config.register({
     "LAMBDA_USER": Param(0.1, "float", "RSLLM: weight of InfoNCE(prompt's last hidden state, target's ID embedding)",
                       low=0),
     "LAMBDA_ITEM": Param(0.1, "float", "RSLLM: weight of InfoNCE(title's hidden states, item's ID embedding)", low=0),
+    "USER_NCE_NEGATIVES": Param("candidates", "str", "RSLLM: negatives of the user term: candidates (the row's own "
+                             "other candidates, all in the prompt) or batch (other rows' targets, mostly absent from "
+                             "the prompt: a shortcut, kept to reproduce the first reading)",
+                             choices=("candidates", "batch")),
     "NCE_TEMPERATURE": Param(0.1, "float", "RSLLM: InfoNCE temperature", low=0.001, high=10),
     "ALIGN_ITEMS": Param(32, "int", "RSLLM: items per batch in the ID-text InfoNCE term (a seeded sample)", low=2),
     "ID_EMBEDDINGS": Param("frozen", "str", "RSLLM: the SASRec item table frozen, or tuned with the projector",

@@ -4,9 +4,12 @@
                                      + LAMBDA_ITEM * InfoNCE(text_head(t_i), e_i)
 
 h_prompt: the LLM's last hidden state at the prompt's last token; e_i: item i's projected ID embedding (its soft-token
-vector); t_i: the LLM's last hidden states, mean-pooled over item i's title encoded alone.  Negatives are in-batch:
-the other rows' targets (user term), the other items of the batch (item term).  Each term is logged separately
-(`loss_lm`, `loss_user_nce`, `loss_item_nce`).
+vector); t_i: the LLM's last hidden states, mean-pooled over item i's title encoded alone.  Negatives of the user term
+(USER_NCE_NEGATIVES): `candidates` (default), the row's own other candidates, every one of them in the prompt as the
+target is, so the term can only be lowered by telling the target from items the prompt also shows; `batch` (the
+first reading, kept to reproduce it), the other rows' targets, mostly absent from this prompt: a shortcut, since
+recognising which vectors the prompt contains lowers it (tested).  The item term's negatives are the other items of
+the batch.  Each term is logged separately (`loss_lm`, `loss_user_nce`, `loss_item_nce`).
 """
 from __future__ import annotations
 
@@ -38,6 +41,19 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float,
     return (F.cross_entropy(sims, target) + F.cross_entropy(sims.T, target)) / 2
 
 
+def candidate_nce(queries: torch.Tensor, keys: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE of each query against its own row's keys: queries (B, d), keys (B, n, d), target (B,) the index of the
+    positive among the row's n keys (the others are its negatives).
+
+        s_ij = cos(q_i, k_ij) / temperature,   L = -1/B * sum_i log softmax_j(s_i.)_target_i
+    """
+    if keys.shape[:1] != queries.shape[:1] or keys.shape[-1] != queries.shape[-1] or target.shape != queries.shape[:1]:
+        raise ValueError(f"queries {tuple(queries.shape)}, keys {tuple(keys.shape)} and targets "
+                         f"{tuple(target.shape)} do not pair one row of keys and one target with each query")
+    sims = (F.normalize(keys.float(), dim=-1) @ F.normalize(queries.float(), dim=-1).unsqueeze(-1)).squeeze(-1)
+    return F.cross_entropy(sims / temperature, target.to(sims.device))
+
+
 def backbone(model):
     """The transformer under the LM head (the module whose output is the last hidden state)."""
     base = model.get_base_model() if is_peft(model) else model
@@ -63,6 +79,9 @@ def last_prompt_index(labels: torch.Tensor) -> torch.Tensor:
     return answer.float().argmax(1) - 1
 
 
+NEGATIVES = ("candidates", "batch")
+
+
 class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
     """Soft-token SFT whose loss adds the user-target and item ID-text InfoNCE terms (see the module docstring).
 
@@ -72,17 +91,22 @@ class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
         temperature: InfoNCE temperature.
         titles: item id -> title text (what the item term encodes).
         align_items: at most this many of the batch's items enter the item term (a seeded sample per step).
+        negatives: the user term's negatives: `candidates` (the row's own other candidates) or `batch` (the other
+            rows' targets; a shortcut, see the module docstring).
     """
-    row_columns = ("soft_ids", "target_id")
+    row_columns = ("soft_ids", "target_id", "candidate_ids")
 
     def __init__(self, *args, lambda_user: float, lambda_item: float, temperature: float, titles: dict,
-                 align_items: int, **kwargs):
+                 align_items: int, negatives: str = "candidates", **kwargs):
         super().__init__(*args, **kwargs)
         if self.args.padding_free or self.args.packing:
             raise ValueError("the contrastive terms read each row's prompt end from a padded batch: use "
                              "SFT_PACKING=padded")
         self.lambda_user, self.lambda_item, self.temperature = lambda_user, lambda_item, temperature
         self.titles, self.align_items = titles, align_items
+        if negatives not in NEGATIVES:
+            raise ValueError(f"user-term negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+        self.negatives = negatives
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         with captured_hidden(self.model) as seen:
@@ -103,10 +127,18 @@ class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
         return (total, out[1]) if return_outputs else total
 
     def user_term(self, hidden: torch.Tensor, inputs: dict) -> torch.Tensor:
-        """InfoNCE between each row's prompt representation and its target's projected ID embedding."""
+        """InfoNCE between each row's prompt representation and its target's projected ID embedding, against the
+        row's other candidates (or, with negatives=batch, the other rows' targets)."""
+        embedder = self.model.soft_embedder
         rows = torch.arange(len(hidden), device=hidden.device)
-        users = self.model.soft_embedder.heads["user"](hidden[rows, last_prompt_index(inputs["labels"])].float())
-        return info_nce(users, self.model.soft_embedder(inputs["target_id"]), self.temperature, inputs["target_id"])
+        users = embedder.heads["user"](hidden[rows, last_prompt_index(inputs["labels"])].float())
+        if self.negatives == "batch":
+            return info_nce(users, embedder(inputs["target_id"]), self.temperature, inputs["target_id"])
+        cands, target = inputs["candidate_ids"], inputs["target_id"]
+        if (cands == softtokens.PAD_ID).any() or not (cands == target[:, None]).sum(1).eq(1).all():
+            raise ValueError("every row must list its target once among candidate_ids, all rows as many candidates")
+        keys = embedder(cands.reshape(-1)).reshape(*cands.shape, -1)
+        return candidate_nce(users, keys, (cands == target[:, None]).float().argmax(1), self.temperature)
 
     def item_term(self, soft_ids: torch.Tensor) -> torch.Tensor:
         """InfoNCE between items' title representations and their projected ID embeddings (the batch's items)."""

@@ -35,7 +35,7 @@ def sasrec_items(rec: "RSLLM"):
 class RSLLM(LLMRecommender):
     """Unified text + ID prompts, two-stage LoRA SFT with two InfoNCE terms; candidates ranked by title likelihood."""
     method_params = ("RSLLM_PROMPT", "RSLLM_STAGES", "LAMBDA_USER", "LAMBDA_ITEM", "NCE_TEMPERATURE", "ID_EMBEDDINGS",
-                     "ID_MODEL_SEED", "ALIGN_ITEMS")
+                     "ID_MODEL_SEED", "ALIGN_ITEMS", "USER_NCE_NEGATIVES")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)
@@ -126,6 +126,7 @@ class RSLLM(LLMRecommender):
         if lam["user"] or lam["item"]:
             options.update(trainer_cls=ContrastiveSFTTrainer, lambda_user=lam["user"], lambda_item=lam["item"],
                            temperature=self.cfg["NCE_TEMPERATURE"], align_items=self.cfg["ALIGN_ITEMS"],
+                           negatives=self.cfg["USER_NCE_NEGATIVES"],
                            titles={int(i): self.catalog.title(i) for i in self.catalog.items})
         return options
 

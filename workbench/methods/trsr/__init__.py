@@ -2,6 +2,8 @@
 
 The summarisers are `summarize.py` (hierarchical, recurrent; cached on disk), the prompts `prompts.py`, the method
 `method.py`.  This file declares the method: its parameters, its ablation arms and its row in the comparison.
+As the authors' code (github zhengzhi-1997/LLM-TRSR): pointwise yes/no scoring, P(yes) / (P(yes) + P(no)), of each
+candidate described by its item text; blocks from the oldest item over the whole history before the target.
 Reproduce: `python -m workbench run 05` (summaries, method) and `python -m workbench run 06` (ablation).
 """
 from ... import config
@@ -9,35 +11,44 @@ from ...config import Param
 from ...recommender import Ablation, Entry, MethodSpec, register
 
 HISTORIES = ("hierarchical", "recurrent", "full", "recent")
-ARMS = HISTORIES + ("pointwise",)
+# gpu profile: no cap for the paper's histories (<= 25 items, 5 blocks); on MovieLens (up to ~740 items) 48 summaries
+# of 150 tokens are what a hierarchical merge prompt can hold in SmolLM2's 8192-token context
+GPU_MAX_BLOCKS = 48
+ARMS = HISTORIES + ("listwise",)
 
 
 def arm_changes(arm: str) -> dict:
-    """The parameters of one ablation arm: a TRSR_HISTORY value (listwise), or pointwise (hierarchical summary)."""
+    """The parameters of one ablation arm: a TRSR_HISTORY value (pointwise), or listwise (hierarchical summary)."""
     if arm not in ARMS:
         raise ValueError(f"unknown LLM-TRSR arm {arm!r}: use one of {', '.join(ARMS)}")
-    if arm == "pointwise":
-        return {"TRSR_HISTORY": "hierarchical", "TRSR_SCORING": "pointwise"}
-    return {"TRSR_HISTORY": arm, "TRSR_SCORING": "listwise"}
+    if arm == "listwise":
+        return {"TRSR_HISTORY": "hierarchical", "TRSR_SCORING": "listwise"}
+    return {"TRSR_HISTORY": arm, "TRSR_SCORING": "pointwise"}
 
 
 config.register({
-    "TRSR_HISTORY": Param("hierarchical", "str", "LLM-TRSR: older history as a hierarchical or recurrent LLM summary, "
+    "TRSR_HISTORY": Param("hierarchical", "str", "LLM-TRSR: the history as a hierarchical or recurrent LLM summary, "
                           "or no summary: full (every item, cut to MAX_PROMPT_TOKENS) or recent (RECENT_ITEMS only)",
                           choices=HISTORIES),
-    "TRSR_SCORING": Param("listwise", "str", "LLM-TRSR: listwise (all candidates in one prompt, title likelihood) or "
-                          "pointwise (one yes/no prompt per candidate, log P(yes); trained 1 positive : 1 negative)",
-                          choices=("listwise", "pointwise")),
-    "BLOCK_SIZE": Param(5, "int", "LLM-TRSR: items per summarised block", low=1),
-    "MAX_BLOCKS": Param(2, "int", "LLM-TRSR: most recent blocks summarised (older items are left out)", low=1),
-    "RECENT_ITEMS": Param(5, "int", "LLM-TRSR: most recent items listed after the summary (not summarised)", low=0),
-    "SUMMARY_TOKENS": Param(64, "int", "LLM-TRSR: max_new_tokens of each summary generation", low=1),
+    "TRSR_SCORING": Param("pointwise", "str", "LLM-TRSR: pointwise (the authors': one yes/no prompt per candidate, "
+                          "described by its item text, score P(yes) / (P(yes) + P(no)); trained 1 positive : 1 "
+                          "negative) or listwise (all candidates in one prompt, title likelihood)",
+                          choices=("pointwise", "listwise")),
+    "BLOCK_SIZE": Param(5, "int", "LLM-TRSR: items per summarised block (blocks start at the oldest item)", low=1),
+    "MAX_BLOCKS": Param(2, "int", "LLM-TRSR: cap on the blocks summarised, the most recent kept (older items are "
+                        "left out); None = every block, as the authors (gpu: 48, what a merge prompt fits in an "
+                        "8k context)", low=1, optional=True),
+    "RECENT_ITEMS": Param(5, "int", "LLM-TRSR: most recent items listed verbatim after the summary (they are "
+                          "summarised too, as the authors do)", low=0),
+    "SUMMARY_MODEL": Param(None, "str", "LLM-TRSR: the summariser (a model name, local path or Hub id, loaded "
+                           "frozen); None = the method's own base model with its adapter disabled", optional=True),
+    "SUMMARY_TOKENS": Param(64, "int", "LLM-TRSR: max_new_tokens of each summary generation (greedy)", low=1),
     "SUMMARY_BATCH_SIZE": Param(32, "int", "LLM-TRSR: prompts per batched generation (does not change the "
                                 "summaries)", low=1),
     "SUMMARY_SHOW_USERS": Param(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
-    "TRSR_ARMS": Param(list(ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (listwise), and "
-                       "pointwise (hierarchical summary, pointwise scoring)", choices=ARMS),
-}, profiles={"gpu": {"MAX_BLOCKS": 6, "SUMMARY_BATCH_SIZE": 256}})
+    "TRSR_ARMS": Param(list(ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (pointwise), and "
+                       "listwise (hierarchical summary, listwise scoring)", choices=ARMS),
+}, profiles={"gpu": {"MAX_BLOCKS": GPU_MAX_BLOCKS, "SUMMARY_TOKENS": 150, "SUMMARY_BATCH_SIZE": 256}})
 
 SPEC = register(MethodSpec(
     "trsr", "LLM-TRSR", "workbench.methods.trsr.method", "05_text_rich_summarization",

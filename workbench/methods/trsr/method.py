@@ -1,8 +1,10 @@
 """LLM-TRSR's recommender: long histories summarised by an LLM, then a LoRA-tuned recommender prompt.
 
-The history older than the RECENT_ITEMS most recent items is cut into blocks of BLOCK_SIZE (the last MAX_BLOCKS) and
-summarised by the base LLM, hierarchically or recurrently (`summarize.py`, cached on disk); the prompt holds the
-summary, the recent items and the candidate(s) (`prompts.py`).  TRSR_HISTORY = full | recent are the
+The whole history before the target is cut into blocks of BLOCK_SIZE from the oldest item (MAX_BLOCKS: an optional
+cap keeping the most recent blocks) and summarised hierarchically or recurrently (`summarize.py`, cached on disk) by
+the summariser: SUMMARY_MODEL (loaded frozen) or, by default, the base LLM with its adapter disabled.  The prompt holds
+the summary, the RECENT_ITEMS most recent items and the candidate(s) (`prompts.py`): pointwise by default (one yes/no
+prompt per candidate, score P(yes) / (P(yes) + P(no))), listwise as an option.  TRSR_HISTORY = full | recent are the
 ablation's variants without a summary.  Training windows get the summary of their own history (never of later
 items).  Reproduce: `python -m workbench run 05` (summaries, method) and `python -m workbench run 06` (ablation).
 """
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ...llm.loading import load_llm, model_identity
 from ...llm.recommender import LLMRecommender, prompt_lengths
 from ...recommender import implements
 from . import prompts, summarize
@@ -33,17 +36,47 @@ def weights_digest(model) -> str:
 
 @implements("trsr")
 class LLMTRSR(LLMRecommender):
-    """Preference summary + recent items + candidates, LoRA SFT; listwise title likelihood or pointwise P(yes)."""
-    method_params = ("TRSR_HISTORY", "TRSR_SCORING", "BLOCK_SIZE", "MAX_BLOCKS", "RECENT_ITEMS", "SUMMARY_TOKENS")
+    """Preference summary + recent items + candidate(s), LoRA SFT; pointwise P(yes) vs P(no), or listwise titles."""
+    method_params = ("TRSR_HISTORY", "TRSR_SCORING", "BLOCK_SIZE", "MAX_BLOCKS", "RECENT_ITEMS", "SUMMARY_MODEL",
+                     "SUMMARY_TOKENS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)
         self.describe = prompts.describe_item(self.catalog)
         self.sequences = {int(u): list(s) for u, s in zip(protocol.seqs["user_id"], protocol.seqs["items"])}
-        self.summarizer_name = f"{cfg['MODEL']}@{weights_digest(self.model)}"
+        self.base_name = f"{cfg['MODEL']}@{weights_digest(self.model)}"  # the base weights, before any adapter
+        self._summarizer = None  # SUMMARY_MODEL's (model, tokenizer, name), once loaded
         self.summary_texts: dict[str, str] = {}
         self.summary_counts: dict[str, int] = {}
         self.summary_seconds = self.rank_summary_seconds = 0.0
+
+    @classmethod
+    def run_key(cls, cfg: dict, protocol) -> dict:
+        """The shared run key, plus the weights of a SUMMARY_MODEL (a folder replaced under its name makes new runs)."""
+        key = super().run_key(cfg, protocol)
+        return {**key, "summary_weights": model_identity(cfg["SUMMARY_MODEL"])} if cfg["SUMMARY_MODEL"] else key
+
+    def base_key(self) -> dict:
+        """The shared checkpoint base key, plus a SUMMARY_MODEL's weights (its summaries are in the training prompts)."""
+        key, name = super().base_key(), self.cfg["SUMMARY_MODEL"]
+        return {**key, "summary_weights": model_identity(name)} if name else key
+
+    def summarizer(self):
+        """(model, tokenizer, name@weights digest) that write the summaries: SUMMARY_MODEL, loaded once on the
+        method's device and frozen, or the base model (its adapter is disabled while it summarises)."""
+        name = self.cfg["SUMMARY_MODEL"]
+        if name is None:
+            return self.model, self.tokenizer, self.base_name
+        if self._summarizer is None:
+            model, tokenizer = load_llm(name, self.device, tiny_texts=self.corpus(), seed=self.cfg["SEED"])
+            model.requires_grad_(False)
+            self._summarizer = (model, tokenizer, f"{name}@{weights_digest(model)}")
+        return self._summarizer
+
+    @property
+    def summarizer_name(self) -> str:
+        """The summariser's name and weights digest: it keys the summary cache."""
+        return self.summarizer()[2]
 
     @property
     def pointwise(self) -> bool:
@@ -55,7 +88,7 @@ class LLMTRSR(LLMRecommender):
         items = self.protocol.data.items
         words = [prompts.SYSTEM, prompts.POINTWISE_SYSTEM, prompts.QUESTION, prompts.POINTWISE_QUESTION, "Preference summary: Recently "
                  "watched, oldest first: Candidates: Candidate: yes no (nothing yet)", summarize.SYSTEM, summarize.BLOCK, summarize.MERGE,
-                 summarize.UPDATE, summarize.FALLBACK]
+                 summarize.UPDATE, summarize.FALLBACK] + list(prompts.ANSWERS) * 50  # yes, no: one token each
         texts = words + [str(v) for col in ("title", "year", "text") if col in items for v in items[col]]
         if "genres" in items:
             texts += [", ".join(map(str, g)) for g in items["genres"]]
@@ -84,21 +117,21 @@ class LLMTRSR(LLMRecommender):
         return list(history) if self.cfg["TRSR_HISTORY"] == "full" else self.recent(history)
 
     def summaries(self, view: pd.DataFrame, histories: list[list[int]]) -> list[str]:
-        """Each row's preference summary by the base LLM (LoRA disabled), generated once per (user, position)."""
+        """Each row's preference summary of its whole history by the summariser, once per (user, position)."""
         method = self.cfg["TRSR_HISTORY"]
         if method not in summarize.METHODS:
             return [summarize.EMPTY_SUMMARY] * len(view)
         keys = [f"{int(u)}-{int(p)}" for u, p in zip(view["user_id"], view["position"])]
         todo = {k: h for k, h in zip(keys, histories) if k not in self.summary_texts}
         if todo:
-            base = self.model.disable_adapter() if hasattr(self.model, "disable_adapter") else nullcontext()
+            model, tokenizer, name = self.summarizer()
+            own = model is self.model and hasattr(model, "disable_adapter")
             start = time.time()
-            self.model.eval()
-            with base:
-                out = summarize.summarize_users(self.model, self.tokenizer, todo, self.describe, method,
-                                        self.cfg["BLOCK_SIZE"], self.cfg["MAX_BLOCKS"], self.cfg["RECENT_ITEMS"],
-                                        self.cfg["SUMMARY_TOKENS"], self.cfg["SUMMARY_BATCH_SIZE"],
-                                        model_name=self.summarizer_name)
+            model.eval()
+            with model.disable_adapter() if own else nullcontext():
+                out = summarize.summarize_users(model, tokenizer, todo, self.describe, method, self.cfg["BLOCK_SIZE"],
+                                                self.cfg["MAX_BLOCKS"], 0, self.cfg["SUMMARY_TOKENS"],
+                                                self.cfg["SUMMARY_BATCH_SIZE"], model_name=name)
             self.summary_seconds += time.time() - start
             for k, v in out.report.items():
                 self.summary_counts[k] = self.summary_counts.get(k, 0) + v

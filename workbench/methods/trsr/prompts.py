@@ -1,13 +1,15 @@
 """LLM-TRSR prompts: a preference summary + the most recent items + the candidate(s).
 
-Listwise (default): all candidates listed, the answer is the target's title, ranked by the batched likelihood scorer
-like every LLM method.  Pointwise (the paper's mode): one prompt per candidate asking "yes or no"; the score is
-log P("yes") at the answer position (`rank.rank_examples` with a `questions` column).  A pointwise prompt is split into
-a prefix shared by the user's candidates and one question per candidate, so that prefix + question is exactly the
-text the model is trained on, and the prefix is encoded once per user.
+Pointwise (default, the authors' recommender): one prompt per candidate, the candidate described by its item text
+(`describe_item`: MovieLens 'Title (year; genres)', MIND/Amazon their text), answered "yes" or "no"; the score is
+log P(yes) / (P(yes) + P(no)) at the answer position (`scoring.rank_examples` with a `questions` column), trained
+1 positive : 1 negative.  A pointwise prompt is split into a prefix shared by the user's candidates and one question
+per candidate, so that prefix + question is exactly the text the model is trained on, and the prefix is encoded once
+per user.  Listwise (an option and an ablation arm): all candidates listed by title, the answer is the target's
+title, ranked by the batched likelihood scorer like every LLM method.
 
-Without a summary (the `full` and `recent` variants, or a user with nothing older than the recent items) the summary
-line is left out.  Overlong prompts lose their oldest listed items, never the summary or the candidates.
+Without a summary (the `full` and `recent` variants) the summary line is left out.  Overlong prompts lose their
+oldest listed items, never the summary or the candidates.
 """
 from __future__ import annotations
 
@@ -57,13 +59,13 @@ def listwise_prompt(tokenizer, summary: str, items, candidates, describe, title)
     return prompt_text(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}])
 
 
-def pointwise_parts(tokenizer, summary: str, items, candidates, describe, title) -> tuple[str, list[str]]:
-    """(prefix, one question per candidate): prefix + question is the whole prompt about that candidate."""
+def pointwise_parts(tokenizer, summary: str, items, candidates, describe) -> tuple[str, list[str]]:
+    """(prefix, one question per candidate, described by `describe`): prefix + question is the whole prompt."""
     lines = context(summary, items, describe) + [_SENTINEL]
     text = prompt_text(tokenizer, [{"role": "system", "content": POINTWISE_SYSTEM},
                                    {"role": "user", "content": "\n".join(lines)}])
     prefix, _, tail = text.partition(_SENTINEL)
-    return prefix, [f"Candidate: {title(c)}\n{POINTWISE_QUESTION}{tail}" for c in candidates]
+    return prefix, [f"Candidate: {describe(c)}\n{POINTWISE_QUESTION}{tail}" for c in candidates]
 
 
 def build_examples(view: pd.DataFrame, listed: list, summaries: list[str], catalog: Catalog, tokenizer,
@@ -72,8 +74,9 @@ def build_examples(view: pd.DataFrame, listed: list, summaries: list[str], catal
     """Prompt rows for a view (user_id, target, candidates), with each row's listed items and summary.
 
     Listwise: one row per view row, completion = the target's title.  Pointwise evaluation: one row per view row with
-    `prompt` (the shared prefix) and `questions` (one per candidate).  Pointwise training: two rows per view row, the
-    target ("yes") and one of its negatives drawn with default_rng([seed, epoch, row]) ("no"), 1 positive : 1 negative.
+    `prompt` (the shared prefix) and `questions` (one per candidate, described by its item text).  Pointwise
+    training: two rows per view row, the target ("yes") and one of its negatives drawn with
+    default_rng([seed, epoch, row]) ("no"), 1 positive : 1 negative (the authors' training ratio).
     Column `history_cut` counts the oldest listed items cut to fit max_tokens.
     """
     if not len(view) == len(listed) == len(summaries):
@@ -94,13 +97,13 @@ def build_examples(view: pd.DataFrame, listed: list, summaries: list[str], catal
             negative = negatives[np.random.default_rng([seed, epoch, k]).integers(len(negatives))]
             for item, answer in ((target, "yes"), (negative, "no")):
                 (prefix, [question]), cut = fit_items(
-                    lambda kept: pointwise_parts(tokenizer, summary, kept, [item], describe, title),
+                    lambda kept: pointwise_parts(tokenizer, summary, kept, [item], describe),
                     items, tokenizer, max_tokens, what)
                 rows.append({"user_id": int(user), "prompt": prefix + question, "completion": answer,
                              "history_cut": cut})
             continue
         (prefix, questions), cut = fit_items(
-            lambda kept: pointwise_parts(tokenizer, summary, kept, cands, describe, title),
+            lambda kept: pointwise_parts(tokenizer, summary, kept, cands, describe),
             items, tokenizer, max_tokens, what)
         rows.append({"user_id": int(user), "prompt": prefix, "questions": questions, "history_cut": cut})
     return note_cuts(pd.DataFrame(rows), max_tokens, "listed")

@@ -1,20 +1,21 @@
 """Preference summaries of long histories with an instruct LLM: the summarisers of LLM-TRSR (Zheng et al., WWW 2024).
 
-A history (item ids, oldest first) loses its last `recent` items (the recommendation prompt lists them verbatim) and
-the rest is cut into blocks of `block_size` items aligned on the most recent item, so only the oldest block may be
-short; at most `max_blocks` blocks are kept, the most recent ones.
-- hierarchical: each block is summarised on its own, then the block summaries are merged into one
-  (len(blocks) + 1 generations per user; one block is its own summary);
-- recurrent: summary_1 from block 1, summary_k from summary_{k-1} and block k (len(blocks) generations per user).
-Generation is greedy and batched across users: prompts left-padded with the pads masked (`generate` derives position
-ids from the attention mask; with RoPE a constant offset would not matter anyway), so a row's text does not depend on
-its batch (tested against one-at-a-time `rank.generate_answer`).  An empty generation is replaced by FALLBACK (the
-items of the block it was about) and counted in the report; a user with nothing to summarise gets EMPTY_SUMMARY ("").
+As the authors' `summary_generation.py`: a history (item ids, oldest first: everything before the target) is cut into
+blocks of `block_size` items from the oldest item, so only the most recent block may be short, and every block is
+summarised (the recommendation prompt also lists the most recent items verbatim; their `dataset_gen.py` does the same).
+`max_blocks` is an optional cost cap the authors do not have: None keeps every block, k keeps the k most recent blocks
+of that same partition (the older history is then left out).  `recent` > 0 leaves the last `recent` items out first
+(not the method's choice: it passes 0).
+Hierarchical: each block summarised alone, then the summaries merged (one block is its own summary); recurrent:
+summary_k from summary_{k-1} and block k.
+Generation is greedy (the authors sample; greedy is deterministic, so cacheable and testable), batched across users
+with left padding masked, so a row's text does not depend on its batch (tested).  A prompt beyond the summariser's
+context is an error naming MAX_BLOCKS; an empty generation becomes FALLBACK (its block's items), counted in the report.
 
-Cache: one JSON file per user under `<cache>/<model>-<method>-<hash of the key>/`, the key (model name, method,
-block_size, max_blocks, recent, max_new_tokens, prompt-template version) also written to `key.json`; a folder whose
-key.json disagrees with its name is refused (SummaryCacheError).  An entry records the block ids and texts it
-summarised and is served only if they equal the current ones; an unreadable entry is recomputed.  Entries are
+Cache: one JSON file per user under `<cache>/<model>-<method>-<hash of the key>/`, the key (summariser name and
+weights, method, block_size, max_blocks, recent, max_new_tokens, prompt-template version) also written to `key.json`;
+a folder whose key.json disagrees with its name is refused (SummaryCacheError).  An entry records the block ids and
+texts it summarised and is served only if they equal the current ones; an unreadable entry is recomputed.  Entries are
 written atomically as each chunk of users finishes, so an interrupted run resumes where it stopped.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ MERGE = ("Here are summaries of this user's movie preferences over successive pe
 UPDATE = ("This summarises a user's movie preferences so far:\n{summary}\nThen the user watched:\n{items}\n"
           "Update the summary so that it describes the user's preferences now.")
 FALLBACK = "Recently watched: {items}"
-SCHEME = "2"  # 2: a single block is not merged
+SCHEME = "3"  # 2: a single block is not merged; 3: blocks from the oldest item, the whole history
 PROMPT_VERSION = hashlib.sha256("\x00".join([SCHEME, SYSTEM, BLOCK, MERGE, UPDATE, FALLBACK]).encode()).hexdigest()[:8]
 
 Describe = Callable[[int], str]
@@ -52,17 +53,15 @@ class SummaryCacheError(RuntimeError):
 
 # ---------------------------------------------------------------- blocks and prompts (pure)
 
-def blocks(history, block_size: int = 5, max_blocks: int = 4, recent: int = 0) -> list[list[int]]:
-    """The history minus its last `recent` items, in blocks of block_size aligned on the end, the last max_blocks."""
-    if block_size < 1 or max_blocks < 1 or recent < 0:
-        raise ValueError(f"need block_size >= 1, max_blocks >= 1, recent >= 0: got {block_size}, {max_blocks}, "
-                         f"{recent}")
+def blocks(history, block_size: int = 5, max_blocks: int | None = None, recent: int = 0) -> list[list[int]]:
+    """The history (minus its last `recent` items) in blocks of block_size from the oldest; the last max_blocks."""
+    if block_size < 1 or (max_blocks is not None and max_blocks < 1) or recent < 0:
+        raise ValueError(f"need block_size >= 1, max_blocks >= 1 or None, recent >= 0: got {block_size}, "
+                         f"{max_blocks}, {recent}")
     items = [int(i) for i in history]
     items = items[:len(items) - recent] if recent else items
-    items = items[max(0, len(items) - block_size * max_blocks):]
-    first = len(items) % block_size  # the oldest block is the short one
-    out = [items[:first]] if first else []
-    return out + [items[s:s + block_size] for s in range(first, len(items), block_size)]
+    out = [items[s:s + block_size] for s in range(0, len(items), block_size)]  # the most recent block may be short
+    return out[len(out) - max_blocks:] if max_blocks is not None and len(out) > max_blocks else out
 
 
 def block_text(block, describe: Describe) -> str:
@@ -108,6 +107,12 @@ def _new_text(tokenizer, new_ids: torch.Tensor) -> str:
 def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
     """Greedy answers to the prompts, batch_size at a time (sorted by length, left-padded), in the prompts' order."""
     ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    longest = max(map(len, ids), default=0)
+    if context and longest + max_new_tokens > context:
+        raise ValueError(f"a summary prompt of {longest} tokens + {max_new_tokens} new ones exceeds the summariser's "
+                         f"context of {context} tokens: set MAX_BLOCKS (fewer summaries to merge), or SUMMARY_MODEL "
+                         f"to a model with a longer context")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     answers = [""] * len(ids)
     for start in range(0, len(order), batch_size):
@@ -171,7 +176,7 @@ SUMMARISERS = {"hierarchical": hierarchical, "recurrent": recurrent}
 
 # ---------------------------------------------------------------- the cache
 
-def cache_key(model_name: str, method: str, block_size: int, max_blocks: int, recent: int,
+def cache_key(model_name: str, method: str, block_size: int, max_blocks: int | None, recent: int,
               max_new_tokens: int) -> dict:
     """Everything that changes a summary besides the history and the item texts (which each entry records)."""
     return {"model": model_name, "method": method, "block_size": block_size, "max_blocks": max_blocks,
@@ -229,13 +234,14 @@ class Summaries(dict):
 
 
 def summarize_users(model, tokenizer, histories: dict, describe: Describe, method: str, block_size: int = 5,
-                    max_blocks: int = 4, recent: int = 0, max_new_tokens: int = 64, batch_size: int = 16,
+                    max_blocks: int | None = None, recent: int = 0, max_new_tokens: int = 64, batch_size: int = 16,
                     cache_dir=None, model_name: str | None = None, progress: bool = True,
                     use_cache: bool = True) -> Summaries:
     """A preference summary per user (user -> text) by `method`, batched across users and cached per user.
 
     cache_dir: None for `assets.cache_dir("summaries")`; use_cache=False computes everything and writes nothing.
-    model_name: enters the cache key (default: the model's `name_or_path`, required when that is empty).
+    model, tokenizer: the summariser (its own tokenizer and chat template); model_name: enters the cache key
+    (default: the model's `name_or_path`, required when that is empty; the method passes name@weights digest).
     The returned dict's `report` counts users, no_history (EMPTY_SUMMARY), cached, generated, prompts,
     empty_outputs (empty generations replaced by FALLBACK) and fallback_summaries (final summaries that are FALLBACK).
     """
