@@ -235,3 +235,15 @@ def test_shuffle_output_needs_a_list_answer(smoke):
         _mkv(smoke, MKV_OUTPUT="title", AUGMENT=["shuffle_output"])
     with pytest.raises(config.ConfigError, match="AUGMENT"):
         config.resolve("smoke", AUGMENT=["rotate"])
+
+
+@pytest.mark.parametrize("method, param", [("mkv", "RAW_SHARE"), ("bdlm", "BDLM_ROUND_SAMPLES"),
+                                           ("trsr", "SUMMARY_MODEL"), ("rsllm", "USER_NCE_NEGATIVES")])
+def test_a_run_made_before_a_training_parameter_existed_is_refused_in_one_line(method, param):
+    """Records saved before issue 21 lack its parameters: loading one said KeyError, not what to do."""
+    from pathlib import Path
+    from workbench import config
+    from workbench.recommender import get_method
+    cfg = {k: v for k, v in config.resolve("smoke").items() if k != param}
+    with pytest.raises(ValueError, match=f"made without {param} .*re-run notebook"):
+        get_method(method).load(Path("old-run"), {"parameters": cfg, "files_sha256": {}})

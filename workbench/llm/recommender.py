@@ -260,6 +260,10 @@ class LLMRecommender(Recommender):
         tuned run whose adapter is absent (adapters stay out of git) is an error, never the untuned base model."""
         from peft import PeftModel
         cfg = record["parameters"]
+        missing = [k for k in cls.train_params() if k not in cfg]
+        if missing:  # a run made before these parameters existed (e.g. before the methods followed their papers)
+            raise ValueError(f"{folder.name} was made without {', '.join(missing)} (an older version of "
+                             f"{cls.name}): re-run notebook {get_spec(cls.name).notebook} to make it again")
         rec = cls(cfg, load_protocol(cfg), device)
         rec.setup()
         if any(name.startswith("adapter/") for name in record["files_sha256"]):

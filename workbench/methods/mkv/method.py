@@ -59,10 +59,6 @@ class MKV(LLMRecommender):
     method_params = ("MKV_OUTPUT", "AUGMENT", "RAW_SHARE", "MASK_KEYS", "MASK_P", "MKV_ZIP", "MKV_LIST_TOKENS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
-        missing = [k for k in self.method_params if k not in cfg]
-        if missing:
-            raise ValueError(f"these parameters lack {', '.join(missing)} (a run made before MKV followed its paper, "
-                             f"issue 21): re-run notebook 03 or 04 to make it again")
         self.fmt, self.aug = prompt_format(cfg), augmentation(cfg)  # checked before the model loads
         self.ratings, self.lines_checked = None, False  # rating_sequences: read when the first prompts are built
         super().__init__(cfg, protocol, device)

@@ -203,15 +203,20 @@ def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: 
     return note_cuts(pd.DataFrame(rows), max_tokens)
 
 
+def _check_first_line(title: str, line: list[int], full: list[int]) -> None:
+    """Refuse an answer whose tokens (`full`) do not start with those of its first line (title + SEPARATOR)."""
+    if full[:len(line)] != line:
+        raise PromptError(f"the tokenizer merges tokens across the line break after {title!r}: first lines cannot be "
+                          f"scored as trained; use MKV_OUTPUT=title with this model")
+
+
 def check_first_lines(tokenizer, titles) -> None:
     """Refuse a tokenizer that merges a title's line break with the next line: first lines would not score alone."""
     titles = list(titles)
     lines = tokenizer([t + SEPARATOR for t in titles], add_special_tokens=False)["input_ids"]
     joined = tokenizer([t + SEPARATOR + t for t in titles], add_special_tokens=False)["input_ids"]
     for title, line, full in zip(titles, lines, joined):
-        if full[:len(line)] != line:
-            raise PromptError(f"the tokenizer merges tokens across the line break after {title!r}: first lines "
-                              f"cannot be scored as trained; use MKV_OUTPUT=title with this model")
+        _check_first_line(title, line, full)
 
 
 def check_list_answers(tokenizer, completions, max_tokens: int) -> None:
@@ -223,7 +228,6 @@ def check_list_answers(tokenizer, completions, max_tokens: int) -> None:
         if len(ids) > max_tokens:
             raise PromptError(f"a list answer has {len(ids)} tokens, more than MKV_LIST_TOKENS={max_tokens}: raise "
                               f"MKV_LIST_TOKENS (or use MKV_OUTPUT=title)")
-        first = tokenizer(text.split(SEPARATOR)[0] + SEPARATOR, add_special_tokens=False)["input_ids"]
-        if SEPARATOR in text and ids[:len(first)] != first:
-            raise PromptError(f"the tokenizer merges tokens across the line break after {text.split(SEPARATOR)[0]!r}: "
-                              f"first lines cannot be scored as trained; use MKV_OUTPUT=title with this model")
+        if SEPARATOR in text:
+            title = text.split(SEPARATOR)[0]
+            _check_first_line(title, tokenizer(title + SEPARATOR, add_special_tokens=False)["input_ids"], ids)
