@@ -343,7 +343,8 @@ def describe_all(profile: str = DEFAULT_PROFILE, width: int = 120) -> str:
     lines = [f"parameters of profile {profile} (* = this profile's own value; default in brackets)", ""]
     for k, p in PARAMS.items():
         mark = f" *  [default {p.default}]" if k in PROFILES[profile] else ""
-        lines.append(f"{k} = {values[k]!r}{mark}")
+        line = f"{k} = {values[k]!r}{mark}"
+        lines += [line] if len(line) <= width else [f"{k} = {values[k]!r} *", f"    [default {p.default}]"]
         lines += textwrap.wrap(f"{p.describe()}. {p.doc}", width, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)
 

@@ -220,7 +220,9 @@ def test_list_answers_get_their_own_completion_budget_and_are_never_cut(smoke):
 def test_every_arm_makes_its_own_training_prompts(smoke):
     cfg, protocol = smoke
     arms = config.resolve("smoke")["MKV_ARMS"]
-    assert arms == ["none", "shuffle_candidates", "shuffle_output", "shuffle_keys", "mask", "all"]
+    assert arms == ["none", "shuffle_candidates", "shuffle_output", "shuffle_keys", "mask", "all"] == \
+        config.resolve("gpu")["MKV_ARMS"]
+    assert config.resolve("cpu")["MKV_ARMS"] == ["none", "shuffle_output", "all"]  # the arms that move at one step
     drawn = {}
     for arm in arms:
         rec = get_method("mkv")(config.override(cfg, **spec.arm_changes(arm), **RAW0), protocol)

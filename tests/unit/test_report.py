@@ -143,3 +143,14 @@ def test_an_edited_or_stale_ablation_summary_is_refused_not_reported(saved):
     finally:
         path.write_text(text)
     assert comparison.ablation_summary("mkv", arms, protocol)[0] is not None
+
+
+def test_the_training_budget_says_one_step_not_one_steps():
+    """The cost table's budget column reads as English: '1 step', '4 steps' (it printed '1 steps')."""
+    cfg = {"LLM_BATCH_SIZE": 4, "GRAD_ACCUM": 2, "LLM_TRAIN_SAMPLES": 8}
+    assert comparison.training_budget({"sft_samples": 8, "parameters": cfg}) == "8 windows: 8 rows, 1 step"
+    bdlm = {"sft_samples": 32, "parameters": dict(cfg, LLM_TRAIN_SAMPLES=32), "round_sft_samples": 8,
+            "rounds": [{"round": 0}, {"round": 1}, {"round": 2}]}
+    assert comparison.training_budget(bdlm) == ("32 windows: 32 rows, 4 steps; then 2 round(s) x 8 rows (1 step, "
+                                                "LM + KL) + domain phase")
+    assert comparison.training_budget({"sft_samples": 0, "parameters": cfg}) == "zero-shot"

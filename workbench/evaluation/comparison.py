@@ -86,17 +86,18 @@ def training_budget(record: dict) -> str:
         return "zero-shot"
     per_step = cfg["LLM_BATCH_SIZE"] * cfg["GRAD_ACCUM"]
     steps = lambda n: -(-int(n) // per_step)  # noqa: E731
+    plural = lambda n: f"{n} step{'s' if n != 1 else ''}"  # noqa: E731
     windows = cfg.get("LLM_TRAIN_SAMPLES")
     stages = record.get("stages") or {}
     parts = [int(v) for _, v in sorted(stages.items())] if len(stages) > 1 else [int(rows)]
     text = (f"{windows if windows is not None else 'all'} windows: {sum(parts):,} rows, "
-            f"{sum(map(steps, parts))} steps")
+            f"{plural(sum(map(steps, parts)))}")
     if len(parts) > 1:
         text += f" in {len(parts)} stages (" + " + ".join(f"{steps(v)}" for v in parts) + ")"
     rounds = [r for r in record.get("rounds") or [] if r.get("round")]
     if rounds and record.get("round_sft_samples"):
         n = record["round_sft_samples"]
-        text += f"; then {len(rounds)} round(s) x {n:,} rows ({steps(n)} steps, LM + KL) + domain phase"
+        text += f"; then {len(rounds)} round(s) x {n:,} rows ({plural(steps(n))}, LM + KL) + domain phase"
     return text
 
 

@@ -15,6 +15,8 @@ HISTORIES = ("hierarchical", "recurrent", "full", "recent")
 # of 150 tokens are what a hierarchical merge prompt can hold in SmolLM2's 8192-token context
 GPU_MAX_BLOCKS = 48
 ARMS = HISTORIES + ("listwise",)
+# cpu leaves out `full` (every item listed: 2.8x the prompt tokens of a summary arm, ~165 s of the 45-minute budget)
+CPU_ARMS = ("hierarchical", "recurrent", "recent", "listwise")
 
 
 def arm_changes(arm: str) -> dict:
@@ -46,9 +48,11 @@ config.register({
     "SUMMARY_BATCH_SIZE": Param(32, "int", "LLM-TRSR: prompts per batched generation (does not change the "
                                 "summaries)", low=1),
     "SUMMARY_SHOW_USERS": Param(3, "int", "LLM-TRSR: users whose summaries notebook 05 shows and times", low=1),
-    "TRSR_ARMS": Param(list(ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (pointwise), and "
-                       "listwise (hierarchical summary, listwise scoring)", choices=ARMS),
-}, profiles={"gpu": {"MAX_BLOCKS": GPU_MAX_BLOCKS, "SUMMARY_TOKENS": 150, "SUMMARY_BATCH_SIZE": 256}})
+    "TRSR_ARMS": Param(list(CPU_ARMS), "list_str", "LLM-TRSR ablation arms: TRSR_HISTORY values (pointwise), and "
+                       "listwise (hierarchical summary, listwise scoring); cpu leaves out full (its cost), gpu and "
+                       "smoke run all", choices=ARMS),
+}, profiles={"gpu": {"MAX_BLOCKS": GPU_MAX_BLOCKS, "SUMMARY_TOKENS": 150, "SUMMARY_BATCH_SIZE": 256,
+                     "TRSR_ARMS": list(ARMS)}, "smoke": {"TRSR_ARMS": list(ARMS)}})
 
 SPEC = register(MethodSpec(
     "trsr", "LLM-TRSR", "workbench.methods.trsr.method", "05_text_rich_summarization",
