@@ -45,8 +45,8 @@ config.register({
     "ID_EMBEDDINGS": Param("frozen", "str", "RSLLM: the SASRec item table frozen, or tuned with the projector",
                         choices=("frozen", "tuned")),
     "RSLLM_ARMS": Param(list(CPU_ARMS), "list_str", "RSLLM ablation arms: text, id, unified_1stage, unified_2stage "
-                     "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term); unified_1stage and "
-                     "the one-term arms in gpu and smoke only",
+                     "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term); "
+                     "unified_1stage and the one-term arms in gpu and smoke only",
                      choices=ARM_NAMES),
 }, profiles={"gpu": {"RSLLM_ARMS": list(ARM_NAMES)}, "smoke": {"RSLLM_ARMS": list(ARM_NAMES)}})
 
