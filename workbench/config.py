@@ -105,6 +105,15 @@ PARAMS: dict[str, Param] = {
     "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
     "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1, open_low=True),
     "WARMUP_STEPS": _p(0, "int", "SFT learning-rate warm-up steps", low=0),
+    "LR_SCHEDULE": _p("cosine", "str", "SFT learning rate after the warm-up: cosine (to 0), constant, linear (to 0) or "
+                      "cosine_floor (cosine to 10% of LLM_LEARNING_RATE)",
+                      choices=("cosine", "constant", "linear", "cosine_floor")),
+    "LLM_OBJECTIVE": _p("sft", "str", "LLM training loss: sft (the papers': the answer's likelihood), listwise "
+                        "(cross-entropy over the row's candidates' ranking scores, the target as the label) or both",
+                        choices=("sft", "listwise", "both")),
+    "PROMPT_FORM": _p("listed", "str", "LLM prompts: listed (the candidate titles listed before the question, the "
+                      "papers' form) or free (no candidate named: user and history, then each candidate's title "
+                      "scored as the answer)", choices=("listed", "free")),
     "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
     "LORA_R": _p(8, "int", "LoRA rank", low=1),
     "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha (> 0: 0 trains nothing)", low=0, open_low=True, high=1e6),

@@ -16,7 +16,8 @@ from workbench.methods.bdlm import bridge
 from workbench.methods.baselines import models
 from workbench.llm.loading import load_llm
 from workbench.llm.projector import IDEmbedder, user_key
-from workbench.methods.bdlm.mutual import MutualSFTTrainer, distill_kl, domain_phase, kl_items, log_probs
+from workbench.llm.listwise import ranking_rows
+from workbench.methods.bdlm.mutual import MutualSFTTrainer, distill_kl, domain_phase, log_probs
 from workbench.llm import unified
 
 N_ITEMS, N_USERS, DIM = 13, 10, 8  # the ml-100k fixture has 12 items
@@ -46,7 +47,11 @@ def _llm(catalog):
 def _rows(catalog, tok):
     keys = [user_key(u, N_ITEMS) for u in VIEW["user_id"]]
     rows = unified.build_examples(catalog, VIEW, tok, 2048, "unified", users=keys)
-    return rows.assign(row=range(len(rows)), candidates=VIEW["candidates"].to_numpy())
+    return rows.assign(row=range(len(rows)), candidates=VIEW["candidates"].to_numpy(), target=VIEW["target"].to_numpy())
+
+
+def _ranking(tok, rows, catalog, objective="sft"):
+    return ranking_rows(tok, rows, catalog, objective)[1]
 
 
 def _llm_logp(model, tok, catalog, rows, embedder, temperature):
@@ -96,8 +101,8 @@ def test_gradients_from_both_objectives_reach_the_shared_tables(catalog, tmp_pat
     items0, users0 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
     teacher = log_probs(torch.randn(len(VIEW), 3), 1.0)
     sft.train_sft(model, tok, rows, _cfg(), tmp_path / "llm", soft_embedder=embedder, trainer_cls=MutualSFTTrainer,
-                    kl_items=kl_items(tok, rows, catalog), teacher=teacher, kl_weight=1.0, temperature=1.0,
-                    reduce="sum", record={})
+                    ranking=_ranking(tok, rows, catalog), teacher=teacher, kl_weight=1.0, temperature=1.0,
+                    record={})
     items1, users1 = domain.tables.items.weight.detach().clone(), domain.tables.users.weight.detach().clone()
     listed = sorted({i for h, c in zip(VIEW["history"], VIEW["candidates"]) for i in [*h, *c]})
     assert not torch.equal(items1[listed], items0[listed]) and not torch.equal(users1[1:5], users0[1:5])
@@ -134,8 +139,8 @@ def test_the_llm_kl_term_moves_the_llm_toward_the_domain_model(catalog, tmp_path
         teacher = log_probs(-before.numpy(), 1.0)  # the domain model prefers what the LLM likes least
         start = distill_kl(before, teacher, 1.0)
         model, _ = sft.train_sft(model, tok, rows, _cfg(), tmp_path / f"w{weight}", soft_embedder=embedder,
-                                   trainer_cls=MutualSFTTrainer, kl_items=kl_items(tok, first, catalog),
-                                   teacher=teacher, kl_weight=weight, temperature=1.0, reduce="sum", record={})
+                                   trainer_cls=MutualSFTTrainer, ranking=_ranking(tok, first, catalog),
+                                   teacher=teacher, kl_weight=weight, temperature=1.0, record={})
         gaps[weight] = float(distill_kl(_llm_logp(model, tok, catalog, first, embedder, 1.0), teacher, 1.0) - start)
     assert gaps[5.0] < 0 and gaps[5.0] < gaps[0.0], gaps
 
@@ -286,7 +291,7 @@ def test_a_resumed_phase_scores_unrecorded_windows_as_ranking_scores_them(catalo
     embedder = IDEmbedder(tables.items, 64, users=tables.users, target_std=0.02)
     rows = _rows(catalog, tok)
     from workbench.methods.bdlm.mutual import score_rows
-    fresh = score_rows(model, tok, embedder, kl_items(tok, rows, catalog), rows["soft_ids"], "sum", 2.0)
+    fresh = score_rows(model, tok, embedder, _ranking(tok, rows, catalog).items, rows["soft_ids"], "sum", 2.0)
     ranked = scoring.score_examples(model, tok, rows, VIEW, catalog, soft_embedder=embedder, progress=False)
     assert fresh.shape == (len(VIEW), 3)
     assert torch.allclose(fresh, log_probs(np.stack(ranked["listed"]), 2.0), atol=1e-5)

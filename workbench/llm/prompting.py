@@ -9,6 +9,9 @@ from __future__ import annotations
 import pandas as pd
 
 SYSTEM = "You are a movie recommender. Reply with the title of one candidate movie and nothing else."
+FORMS = ("listed", "free")  # PROMPT_FORM: candidates listed before the question (the papers'), or none named
+FREE_SYSTEM = "You are a movie recommender. Reply with the title of one movie and nothing else."
+FREE_QUESTION = "Which movie will the user watch next?"
 
 
 class PromptError(ValueError):
@@ -28,6 +31,23 @@ class Catalog:
     def title(self, item_id: int) -> str:
         """The item's title (what the model must produce)."""
         return str(self.items[int(item_id)]["title"])
+
+
+def is_listed(form: str) -> bool:
+    """Whether PROMPT_FORM lists the candidates in the prompt (listed) or names none (free)."""
+    if form not in FORMS:
+        raise ValueError(f"PROMPT_FORM must be one of {', '.join(FORMS)}, got {form!r}")
+    return form == "listed"
+
+
+def candidate_block(candidates, show, question: str, listed: bool = True) -> list[str]:
+    """The end of a prompt: 'Candidates:', one line per candidate (`show(id)`) and the question; or, in the free
+    form, the free question alone (no candidate named: each is scored as the answer)."""
+    if not listed:
+        return [FREE_QUESTION]
+    if len(candidates) == 0:
+        raise PromptError("no candidates to rank: every example needs its candidate list")
+    return ["Candidates:"] + [f"- {show(c)}" for c in candidates] + [question]
 
 
 def prompt_text(tokenizer, messages: list[dict]) -> str:

@@ -20,13 +20,14 @@ from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
 from ..recommender import Recommender, get_spec
 from . import scoring
+from .listwise import RankingSFTTrainer, ranking_rows
 from .loading import load_llm, model_identity, set_attention
 from .prompting import Catalog
 from .sft import checkpoint_dir, train_sft
 
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
-                "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS",
-                "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
+                "WARMUP_STEPS", "LR_SCHEDULE", "LLM_OBJECTIVE", "PROMPT_FORM", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
+                "LORA_TARGETS", "MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
 
 
 def data_text(cfg: dict, protocol) -> dict:
@@ -57,6 +58,14 @@ def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
     groups = ranks.assign(listed=ranks["rank_listed"] == 1, averaged=ranks["rank"] == 1).groupby("target_position")
     return pd.DataFrame({"users": groups.size(), "hr1_stored_order": groups["listed"].mean().round(4),
                          "hr1_order_averaged": groups["averaged"].mean().round(4)})
+
+
+def with_candidates(rows: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
+    """Prompt rows of a view, one per view row, with that row's candidates and target (refused if not aligned)."""
+    if len(rows) != len(view) or ("user_id" in rows and list(rows["user_id"]) != list(view["user_id"])):
+        raise ValueError(f"{len(rows)} prompt rows for {len(view)} windows: a ranking objective needs one prompt "
+                         f"per window (pointwise rows ask about one candidate each: use TRSR_SCORING=listwise)")
+    return rows.assign(candidates=view["candidates"].to_numpy(), target=view["target"].to_numpy())
 
 
 def prompt_lengths(tokenizer, prompts) -> list[int]:
@@ -139,9 +148,23 @@ class LLMRecommender(Recommender):
         return training_subset(self.protocol, n, self.cfg["N_NEGATIVES"], self.cfg["CANDIDATE_SEED"])
 
     def sft_examples(self) -> pd.DataFrame:
-        """LLM_EPOCHS draws of the training prompts, stacked (each epoch its own augmentation draw)."""
+        """LLM_EPOCHS draws of the training prompts, stacked (each epoch its own augmentation draw); under a ranking
+        objective each row with its window's candidates and target (what the listwise term ranks)."""
         view = self.training_view()
-        return pd.concat([self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])], ignore_index=True)
+        ranked = self.cfg["LLM_OBJECTIVE"] != "sft"
+        draws = [self.prompts(view, epoch) for epoch in range(self.cfg["LLM_EPOCHS"])]
+        return pd.concat([with_candidates(d, view) if ranked else d for d in draws], ignore_index=True)
+
+    def objective_options(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        """The SFT rows with a `row` column, and the `train_sft` arguments of LLM_OBJECTIVE: none for sft, else
+        RankingSFTTrainer and the rows' `Ranking` (each row's prompt and its candidates' titles, scored as ranking
+        scores them).  A method with a trainer of its own (a RankingSFTTrainer) replaces `trainer_cls`."""
+        objective = self.cfg["LLM_OBJECTIVE"]
+        if objective == "sft":
+            return rows.assign(row=range(len(rows))), {}
+        rows, ranking = ranking_rows(self.tokenizer, rows, self.catalog, objective, self.cfg["SCORE_REDUCE"],
+                                     self.score_terminator())
+        return rows, {"trainer_cls": RankingSFTTrainer, "ranking": ranking}
 
     def checkpoint_key(self) -> dict:
         """Training parameters, the training data's identity and the base model (`base_key`) only: evaluation settings
@@ -175,14 +198,16 @@ class LLMRecommender(Recommender):
         self.sft_rows = len(examples)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, examples["prompt"])
         out = self.checkpoints(self.name, self.checkpoint_key())
+        examples, options = self.objective_options(examples)
         self.model, log = train_sft(self.model, self.tokenizer, examples, self.sft_settings(), out, self.device,
-                                    callbacks=callbacks, resumed=self.resumed)
+                                    callbacks=callbacks, resumed=self.resumed, **options)
         self.adapter = out / "adapter"
         return log
 
     def n_orders(self, scorer: str) -> int:
-        """Candidate orders each user is scored under: SCORE_ORDERS, one for generate-then-match."""
-        return 1 if scorer == "generate" else self.cfg["SCORE_ORDERS"]
+        """Candidate orders each user is scored under: SCORE_ORDERS; one for generate-then-match and for prompts that
+        list no candidate (PROMPT_FORM=free: no order to average over)."""
+        return 1 if scorer == "generate" or self.cfg["PROMPT_FORM"] == "free" else self.cfg["SCORE_ORDERS"]
 
     def rank(self, view: pd.DataFrame, scorer: str | None = None) -> pd.DataFrame:
         """Likelihood ranking of the fixed evaluation prompts, each user's candidates listed in SCORE_ORDERS orders.

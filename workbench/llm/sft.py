@@ -108,16 +108,18 @@ class AdapterSFTTrainer(SFTTrainer):
 
 
 class SoftTokenSFTTrainer(AdapterSFTTrainer):
-    """SFTTrainer for rows with `soft_ids`: their vectors replace the prompt's placeholders, and the embedder is trained
-    with the adapter (a submodule of the PEFT model: optimised, clipped, moved with it) and checkpointed beside it.
+    """SFTTrainer for rows with per-row columns (`row_columns`) kept through TRL's tokenisation and collation, and
+    soft tokens: with a `soft_embedder`, the rows' `soft_ids` vectors replace the prompt's placeholders and the
+    embedder is trained with the adapter (a submodule of the PEFT model: optimised, clipped, moved with it) and
+    checkpointed beside it; with soft_embedder None the rows are plain text (their `soft_ids` empty).
 
-    `row_columns`: the per-row columns kept through TRL's tokenisation and collation (subclasses add their own).
+    `row_columns`: the per-row columns kept (subclasses add their own).
     """
     row_columns: tuple[str, ...] = ("soft_ids",)
 
-    def __init__(self, *args, soft_embedder, **kwargs):
+    def __init__(self, *args, soft_embedder=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.model.soft_embedder = soft_embedder.to(self.args.device)
+        self.model.soft_embedder = soft_embedder.to(self.args.device) if soft_embedder is not None else None
         self.data_collator = softtokens.SoftIdsCollator(self.data_collator, extra=self.row_columns[1:])
 
     def _set_signature_columns_if_needed(self):
@@ -127,22 +129,25 @@ class SoftTokenSFTTrainer(AdapterSFTTrainer):
 
     def model_inputs(self, inputs: dict) -> dict:
         """The batch as the model takes it: placeholders spliced into `inputs_embeds`, the row columns removed."""
+        rest = {k: v for k, v in inputs.items() if k not in self.row_columns}
+        if self.model.soft_embedder is None:
+            return rest
         vectors = self.model.soft_embedder(softtokens.unpad(inputs["soft_ids"]))
         embeds = softtokens.splice(self.model, inputs["input_ids"], vectors)
-        drop = ("input_ids", *self.row_columns)
-        return {**{k: v for k, v in inputs.items() if k not in drop}, "inputs_embeds": embeds}
+        return {**{k: v for k, v in rest.items() if k != "input_ids"}, "inputs_embeds": embeds}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return super().compute_loss(model, self.model_inputs(inputs), return_outputs, num_items_in_batch)
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)
-        if self.args.should_save:
+        if self.args.should_save and self.model.soft_embedder is not None:
             softtokens.save_embedder(self.model.soft_embedder, output_dir or self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        softtokens.load_embedder(self.model.soft_embedder, resume_from_checkpoint)
+        if self.model.soft_embedder is not None:
+            softtokens.load_embedder(self.model.soft_embedder, resume_from_checkpoint)
 
 
 @contextmanager
@@ -184,6 +189,19 @@ def packing_options(mode: str) -> dict:
     return options[mode]
 
 
+SCHEDULES = {"cosine": ("cosine", {}), "constant": ("constant_with_warmup", {}), "linear": ("linear", {}),
+             "cosine_floor": ("cosine_with_min_lr", {"min_lr_rate": 0.1})}  # LR_SCHEDULE -> transformers' name, kwargs
+
+
+def schedule_options(name: str) -> dict:
+    """SFTConfig settings for LR_SCHEDULE (after WARMUP_STEPS): cosine to 0, constant, linear to 0, or cosine_floor
+    (cosine down to 10% of LLM_LEARNING_RATE)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"LR_SCHEDULE must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    kind, kwargs = SCHEDULES[name]
+    return {"lr_scheduler_type": kind, **({"lr_scheduler_kwargs": kwargs} if kwargs else {})}
+
+
 def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     """SFTConfig built explicitly: completion-only loss, CPU-safe or bf16 settings, checkpoints for resume."""
     from trl import SFTConfig
@@ -191,7 +209,7 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     return SFTConfig(
         output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=cfg["LLM_BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRAD_ACCUM"], learning_rate=cfg["LLM_LEARNING_RATE"],
-        lr_scheduler_type="cosine", warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0,
+        **schedule_options(cfg["LR_SCHEDULE"]), warmup_steps=cfg["WARMUP_STEPS"], weight_decay=0.0,
         completion_only_loss=True, logging_steps=1, logging_nan_inf_filter=False, save_strategy="steps",
         save_steps=cfg["SAVE_STEPS"],
         **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])},
@@ -231,17 +249,24 @@ def loss_history(trainer) -> pd.DataFrame:
 
 
 def _trainer_setup(examples: pd.DataFrame, trainer_cls, soft_embedder) -> tuple:
-    """The dataset columns, trainer class and extra trainer arguments, with or without soft tokens."""
-    if soft_embedder is None:
-        return ["prompt", "completion"], trainer_cls or AdapterSFTTrainer, {}
-    softtokens.check_soft_ids(examples)
+    """The rows, their dataset columns, the trainer class and its extra arguments: plain rows, or rows with soft
+    tokens and/or per-row columns (a SoftTokenSFTTrainer; plain rows get empty `soft_ids`)."""
+    if soft_embedder is None and (trainer_cls is None or not issubclass(trainer_cls, SoftTokenSFTTrainer)):
+        return examples, ["prompt", "completion"], trainer_cls or AdapterSFTTrainer, {}
+    if soft_embedder is not None:
+        softtokens.check_soft_ids(examples)
+    elif "soft_ids" not in examples:
+        examples = examples.assign(soft_ids=[[] for _ in range(len(examples))])
+    if "row" not in examples:  # each row's index (a trainer with a ranking term reads its rows' items by it)
+        examples = examples.assign(row=range(len(examples)))
     trainer_cls = trainer_cls or SoftTokenSFTTrainer
     if not issubclass(trainer_cls, SoftTokenSFTTrainer):
         raise TypeError(f"{trainer_cls.__name__} cannot train soft tokens: subclass workbench.llm.sft.SoftTokenSFTTrainer instead")
     missing = [c for c in trainer_cls.row_columns if c not in examples]
     if missing:
         raise ValueError(f"{trainer_cls.__name__} needs the column(s) {', '.join(missing)} in the SFT rows")
-    return ["prompt", "completion", *trainer_cls.row_columns], trainer_cls, {"soft_embedder": soft_embedder}
+    return (examples, ["prompt", "completion", *trainer_cls.row_columns], trainer_cls,
+            {"soft_embedder": soft_embedder})
 
 
 def check_lengths(tokenizer, examples: pd.DataFrame, max_length: int) -> None:
@@ -280,7 +305,7 @@ def train_sft(model, tokenizer, examples: pd.DataFrame, cfg: dict, output_dir, d
     from datasets import Dataset
     if examples.empty:
         raise ValueError("no training examples: raise LLM_TRAIN_SAMPLES or check the training windows")
-    columns, trainer_cls, soft_kwargs = _trainer_setup(examples, trainer_cls, soft_embedder)
+    examples, columns, trainer_cls, soft_kwargs = _trainer_setup(examples, trainer_cls, soft_embedder)
     output_dir = Path(output_dir)
     max_length = int(cfg["MAX_PROMPT_TOKENS"]) + int(cfg["MAX_COMPLETION_TOKENS"])
     check_lengths(tokenizer, examples, max_length)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .softtokens import SOFT_TOKEN
-from .prompting import SYSTEM, Catalog, PromptError, fit_items, note_cuts, prompt_text
+from .prompting import FREE_SYSTEM, SYSTEM, Catalog, PromptError, candidate_block, fit_items, \
+    note_cuts, prompt_text
 
 MODES = ("text", "id", "unified")
 QUESTION = "Which candidate will the user watch next?"
@@ -30,29 +31,31 @@ def item_text(catalog: Catalog, item_id: int, mode: str) -> str:
     return SOFT_TOKEN if mode == "id" else f"{catalog.title(item_id)} {SOFT_TOKEN}"
 
 
-def render(catalog: Catalog, history, candidates, mode: str, user: int | None = None) -> tuple[list[dict], list[int]]:
+def render(catalog: Catalog, history, candidates, mode: str, user: int | None = None,
+           listed: bool = True) -> tuple[list[dict], list[int]]:
     """Chat messages for one example and the soft ids of their placeholders, in order.
 
     user: a soft id (`projector.user_key`) for a user-level token, or None for no user line.
+    listed: the candidates listed before the question (PROMPT_FORM=listed), or none named (free).
     """
-    if len(candidates) == 0:
-        raise PromptError("no candidates to rank: every example needs its candidate list")
     lines, soft = [], []
     if user is not None:
         lines.append(f"User: {SOFT_TOKEN}")
         soft.append(int(user))
     lines.append("Watched, oldest first:")
     lines += [f"- {item_text(catalog, i, mode)}" for i in history] or ["- (nothing yet)"]
-    lines += ["Candidates:"] + [f"- {item_text(catalog, c, mode)}" for c in candidates] + [QUESTION]
+    lines += candidate_block(candidates, lambda c: item_text(catalog, c, mode), QUESTION, listed)
     if mode != "text":
-        soft += [int(i) for i in history] + [int(c) for c in candidates]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}], soft
+        soft += [int(i) for i in history] + ([int(c) for c in candidates] if listed else [])
+    system = SYSTEM if listed else FREE_SYSTEM
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}], soft
 
 
 def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: int, mode: str,
-                   users: list | None = None) -> pd.DataFrame:
+                   users: list | None = None, listed: bool = True) -> pd.DataFrame:
     """Prompt rows for a view (user_id, history, target, candidates): prompt, completion (the target's title),
-    soft_ids (none in text mode), target_id, candidate_ids (as listed), history_cut.  users: one user soft id per row, or None."""
+    soft_ids (none in text mode), target_id, candidate_ids (as stored), history_cut.  users: one user soft id per
+    row, or None; listed: the candidates in the prompt (PROMPT_FORM=listed) or not (free)."""
     users = users if users is not None else [None] * len(view)
     if len(users) != len(view):
         raise ValueError(f"{len(users)} user keys for {len(view)} view rows: give one per row")
@@ -60,7 +63,7 @@ def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: 
     for user, hist, target, cands, key in zip(view["user_id"], view["history"], view["target"], view["candidates"],
                                               users):
         (prompt, soft), cut = fit_items(
-            lambda kept: _text(tokenizer, catalog, kept, cands, mode, key), hist, tokenizer, max_tokens,
+            lambda kept: _text(tokenizer, catalog, kept, cands, mode, key, listed), hist, tokenizer, max_tokens,
             f"user {user}", texts=lambda built: [built[0]])
         if prompt.count(SOFT_TOKEN) != len(soft):
             raise PromptError(f"user {user}: an item title contains {SOFT_TOKEN!r}: rename that item")
@@ -70,6 +73,6 @@ def build_examples(catalog: Catalog, view: pd.DataFrame, tokenizer, max_tokens: 
     return note_cuts(pd.DataFrame(rows), max_tokens)
 
 
-def _text(tokenizer, catalog, history, candidates, mode, user) -> tuple[str, list[int]]:
-    messages, soft = render(catalog, history, candidates, mode, user)
+def _text(tokenizer, catalog, history, candidates, mode, user, listed=True) -> tuple[str, list[int]]:
+    messages, soft = render(catalog, history, candidates, mode, user, listed)
     return prompt_text(tokenizer, messages), soft

@@ -32,7 +32,9 @@ from ... import config, metrics, process
 from ...assets import atomic_write
 from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest, user_key
-from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths
+from ...llm.prompting import is_listed
+from ...llm.listwise import RankingSFTTrainer, ranking_rows
+from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths, with_candidates
 from ...llm.scoring import view_ranks
 from ...llm.sft import train_sft, without_embedding_layers
 from ...recommender import get_spec, implements
@@ -40,7 +42,7 @@ from ...results import ResultError, load_tensors, short_hash
 from ..baselines.recommenders import weights_file
 from ..pipeline import load_recommender, read_upstream, run_method
 from . import VARIANTS, bridge
-from .mutual import MutualSFTTrainer, domain_phase, kl_items, log_probs, score_rows
+from .mutual import MutualSFTTrainer, domain_phase, log_probs, score_rows
 
 ROUND_FILE = "state.pt"
 ROUND0_FILE = "round0.pt"  # in the run folder: round 0's state, the "before" of every variant
@@ -129,7 +131,7 @@ class BDLM(LLMRecommender):
         """BDLM_PROMPT prompts led by a user token: the same for evaluation and every round."""
         keys = [user_key(u, self.protocol.n_items) for u in view["user_id"]]
         return unified.build_examples(self.catalog, view, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"],
-                                      self.cfg["BDLM_PROMPT"], users=keys)
+                                      self.cfg["BDLM_PROMPT"], users=keys, listed=is_listed(self.cfg["PROMPT_FORM"]))
 
     def checkpoint_key(self) -> dict:
         """The shared training key plus the domain run, its table's digest and SCORE_REDUCE (the rounds' KL terms and
@@ -225,20 +227,22 @@ class BDLM(LLMRecommender):
         log with a `round` column.  Per-round validation metrics: `self.rounds`."""
         self.use_threads()
         self.setup()
-        first = self.prompts(self.training_view())  # round 0: the windows every LLM method trains on
+        windows = self.training_view()  # round 0: the windows every LLM method trains on
+        first = with_candidates(self.prompts(windows), windows)
         self.sft_rows = len(first) * self.cfg["LLM_EPOCHS"]
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, first["prompt"])
         view = self.round_view()
-        rows = self.prompts(view).assign(row=range(len(view)), candidates=view["candidates"].to_numpy())
+        rows, self.ranking = ranking_rows(self.tokenizer, with_candidates(self.prompts(view), view), self.catalog,
+                                          self.cfg["LLM_OBJECTIVE"], self.cfg["SCORE_REDUCE"])
         self.round_rows = len(rows) * self.cfg["LLM_EPOCHS"]
         stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
-        self.kl_items = kl_items(self.tokenizer, rows, self.catalog)
         self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
         self.round0_dir = self.checkpoints(f"{self.name}-round0", self.round0_key())
         self.train_tables("round0")
-        self.model, log = train_sft(self.model, self.tokenizer, pd.concat([first] * self.cfg["LLM_EPOCHS"],
-                                    ignore_index=True), self.cfg, self.round0_dir, self.device,
-                                    callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder)
+        first, options = self.objective_options(pd.concat([first] * self.cfg["LLM_EPOCHS"], ignore_index=True))
+        self.model, log = train_sft(self.model, self.tokenizer, first, self.cfg, self.round0_dir, self.device,
+                                    callbacks=callbacks, resumed=self.resumed, soft_embedder=self.soft_embedder,
+                                    **options)
         self.llm_trained()
         logs = [log.assign(round=0)]
         self.states[0] = self.state()
@@ -278,11 +282,11 @@ class BDLM(LLMRecommender):
             return pd.DataFrame(saved["log"])
         start, kl = time.time(), self.kl_weights()
         teacher = log_probs(self.domain_scores(view), self.cfg["KL_TEMPERATURE"])
-        record, options = {}, {}
+        record = {}
+        options = {"trainer_cls": RankingSFTTrainer, "ranking": self.ranking} if self.ranking.objective != "sft" else {}
         if kl["llm"] or kl["domain"]:
-            options = dict(trainer_cls=MutualSFTTrainer, kl_items=self.kl_items, teacher=teacher if kl["llm"] else None,
-                           kl_weight=kl["llm"], temperature=self.cfg["KL_TEMPERATURE"],
-                           reduce=self.cfg["SCORE_REDUCE"], record=record)
+            options = dict(trainer_cls=MutualSFTTrainer, ranking=self.ranking, teacher=teacher if kl["llm"] else None,
+                           kl_weight=kl["llm"], temperature=self.cfg["KL_TEMPERATURE"], record=record)
         self.train_tables("llm")
         sft_dir = root / f"sft-round-{r}"
         self.model, log = train_sft(self.model, self.tokenizer, stacked, self.cfg, sft_dir, self.device,
@@ -315,14 +319,14 @@ class BDLM(LLMRecommender):
         has them); windows a mid-phase resume left unrecorded are scored by the LLM as it is now (said so)."""
         saved = load_tensors(path, remedy=f"delete {path.parent} (the round is trained again)") if path.exists() else {}
         record = {**saved, **record}
-        n = len(self.kl_items)
+        n = len(self.ranking.items)
         missing = sorted(set(range(n)) - set(record))
         if missing:
             note = f"round LLM phase: {len(missing)} window(s) had no recorded LLM distribution, scored after the phase"
             self.resumed.append(note)
             print(note)
             first = stacked.drop_duplicates("row").set_index("row").loc[missing]
-            fresh = score_rows(self.model, self.tokenizer, self.soft_embedder, [self.kl_items[i] for i in missing],
+            fresh = score_rows(self.model, self.tokenizer, self.soft_embedder, [self.ranking.items[i] for i in missing],
                                first["soft_ids"], self.cfg["SCORE_REDUCE"], self.cfg["KL_TEMPERATURE"])
             record.update(dict(zip(missing, fresh)))
         atomic_write(path, lambda tmp: torch.save(record, tmp))

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ...llm import softtokens
-from ...llm.likelihood import batch_logp, make_items, masked_attention, score_items
+from ...llm.likelihood import score_items
+from ...llm.listwise import RankingSFTTrainer
 from .bridge import candidate_logits
 from ..baselines.models import pad_histories, train_step
-from ...llm.sft import SoftTokenSFTTrainer
 from ...results import load_tensors
 
 RECORD_FILE = "llm_logp.pt"  # in each checkpoint of an LLM phase: the recorded p_llm per row so far
@@ -43,28 +42,35 @@ def log_probs(scores, temperature: float) -> torch.Tensor:
     return F.log_softmax(torch.as_tensor(np.asarray(scores), dtype=torch.float32) / temperature, dim=-1)
 
 
-class MutualSFTTrainer(SoftTokenSFTTrainer):
-    """Soft-token SFT whose loss adds KL_LLM * KL(p_dom || p_llm) on each row's candidates (module docstring) and
-    records each row's p_llm (log-probs, detached) for the domain side.
+class MutualSFTTrainer(RankingSFTTrainer):
+    """Soft-token SFT on LLM_OBJECTIVE whose loss adds KL_LLM * KL(p_dom || p_llm) on each row's candidates (module
+    docstring) and records each row's p_llm (log-probs, detached) for the domain side.
 
     Args:
-        kl_items: per row id, the engine item (prompt and candidate title token ids) that ranking would score.
+        ranking: per row id, the engine item (prompt and candidate title token ids) that ranking would score, and
+            LLM_OBJECTIVE (`listwise.Ranking`).
         teacher: (rows, candidates) domain log-probs at `temperature`, or None (no KL term: record only).
         kl_weight: weight of the KL term (0: record p_llm without a gradient).
         temperature: distillation temperature T.
-        reduce: title log-likelihood reduction, as ranking's SCORE_REDUCE.
         record: row id -> latest p_llm log-probs (filled in place; saved with each checkpoint and restored by a
             resume, so a resumed phase hands the domain side the distributions an uninterrupted one would).
     """
-    row_columns = ("soft_ids", "row")
 
-    def __init__(self, *args, kl_items: list, teacher: torch.Tensor | None, kl_weight: float, temperature: float,
-                 reduce: str, record: dict, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.kl_items, self.teacher, self.kl_weight = kl_items, teacher, kl_weight
-        self.temperature, self.reduce, self.record = temperature, reduce, record
+    def __init__(self, *args, ranking, teacher: torch.Tensor | None, kl_weight: float, temperature: float,
+                 record: dict, **kwargs):
+        super().__init__(*args, ranking=ranking, **kwargs)
+        self.teacher, self.kl_weight = teacher, kl_weight
+        self.temperature, self.record = temperature, record
         if kl_weight and teacher is None:
             raise ValueError("a KL weight without the domain model's log-probs: give `teacher`")
+
+    def wants_scores(self) -> bool:
+        """Every step scores its rows' candidates: p_llm is recorded for the domain side."""
+        return True
+
+    def scores_need_grad(self) -> bool:
+        """Gradients through the scores for the KL term (and the listwise term)."""
+        return bool(self.kl_weight) or super().scores_need_grad()
 
     def _save(self, output_dir=None, state_dict=None):
         super()._save(output_dir, state_dict)
@@ -78,44 +84,23 @@ class MutualSFTTrainer(SoftTokenSFTTrainer):
             self.record.update(load_tensors(path, remedy=f"delete {Path(resume_from_checkpoint).parent}"))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        lm = out[0] if return_outputs else out
+        out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)  # fills self.batch_scores
+        total = out[0] if return_outputs else out
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1  # as TRL's aux
-        rows = inputs["row"].tolist()
-        with torch.set_grad_enabled(bool(self.kl_weight) and torch.is_grad_enabled()):
-            scores = self.candidate_scores(inputs["soft_ids"], rows)
+        rows, scores = inputs["row"].tolist(), self.batch_scores
         logp = F.log_softmax(scores.detach().float() / self.temperature, dim=-1).cpu()
         self.record.update({r: logp[b] for b, r in enumerate(rows)})
-        terms, total = {"loss_lm": lm.detach() * steps}, lm
         if self.kl_weight:
-            terms["loss_kl"] = distill_kl(scores, self.teacher[rows], self.temperature)
-            total = total + self.kl_weight * terms["loss_kl"] / steps
-        mode = "train" if self.model.training else "eval"
-        for name, value in terms.items():
-            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
+            kl = distill_kl(scores, self.teacher[rows], self.temperature)
+            total = total + self.kl_weight * kl / steps
+            self.log_terms({"loss_kl": kl})
         return (total, out[1]) if return_outputs else total
-
-    def candidate_scores(self, soft_ids: torch.Tensor, rows: list[int]) -> torch.Tensor:
-        """(batch, candidates) title log-likelihoods of the rows' candidates after their prompts (soft tokens in)."""
-        embedder = self.model.soft_embedder
-        items = [dataclasses.replace(self.kl_items[r], soft=embedder(ids[ids != softtokens.PAD_ID]))
-                 for ids, r in zip(soft_ids, rows)]
-        with masked_attention(self.model):
-            scores = batch_logp(self.model, items, self.processing_class.pad_token_id, self.reduce)
-        if len({len(s) for s in scores}) != 1:
-            raise ValueError("rows list different numbers of candidates: the KL term compares equal-length lists")
-        return torch.stack(scores)
-
-
-def kl_items(tokenizer, prompts: pd.DataFrame, catalog) -> list:
-    """Per prompt row: the engine item ranking scores (prompt ids, candidate title ids), without soft vectors."""
-    titles = [[catalog.title(i) for i in c] for c in prompts["candidates"]]
-    return make_items(tokenizer, prompts["prompt"], titles)
 
 
 @torch.no_grad()
 def score_rows(model, tokenizer, embedder, items: list, soft_ids, reduce: str, temperature: float) -> torch.Tensor:
-    """(rows, candidates) LLM log-probs at `temperature` of `kl_items` rows (soft vectors from their soft_ids), scored
+    """(rows, candidates) LLM log-probs at `temperature` of ranking items (`listwise.Ranking.items`; soft vectors from
+    their rows' soft_ids), scored
     as ranking scores them (the eval-mode model, stored order)."""
     embedder.eval()
     device = next(embedder.parameters()).device

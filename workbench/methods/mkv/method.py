@@ -12,6 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ...data.splits import order_interactions
+from ...llm.prompting import is_listed
 from ...llm.recommender import LLMRecommender
 from ...recommender import implements
 from . import prompts
@@ -19,8 +20,8 @@ from .prompts import Augment, Format, PromptError
 
 
 def prompt_format(cfg: dict) -> Format:
-    """MKV_OUTPUT and MKV_ZIP as a prompt format."""
-    return Format(cfg["MKV_OUTPUT"], cfg["MKV_ZIP"] == "yes")
+    """MKV_OUTPUT, MKV_ZIP and PROMPT_FORM as a prompt format."""
+    return Format(cfg["MKV_OUTPUT"], cfg["MKV_ZIP"] == "yes", is_listed(cfg["PROMPT_FORM"]))
 
 
 def augmentation(cfg: dict) -> Augment:
@@ -28,6 +29,10 @@ def augmentation(cfg: dict) -> Augment:
     if "shuffle_output" in cfg["AUGMENT"] and cfg["MKV_OUTPUT"] != "list":
         raise ValueError("AUGMENT shuffle_output shuffles a list answer: set MKV_OUTPUT=list or drop shuffle_output "
                          "from AUGMENT (a title answer has no order)")
+    listing = [a for a in ("shuffle_candidates", "shuffle_output") if a in cfg["AUGMENT"]]
+    if listing and cfg["PROMPT_FORM"] == "free":
+        raise ValueError(f"AUGMENT {', '.join(listing)} reorders listed candidates, and PROMPT_FORM=free lists none: "
+                         f"drop it from AUGMENT (shuffle_keys and mask apply) or set PROMPT_FORM=listed")
     return Augment.named(cfg["AUGMENT"], cfg["MASK_KEYS"], cfg["MASK_P"])
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...llm.prompting import SYSTEM, Catalog, PromptError, fit_items, note_cuts, prompt_text  # noqa: F401 (re-exported)
+from ...llm.prompting import (FREE_SYSTEM, SYSTEM, Catalog, PromptError, candidate_block, fit_items,  # noqa: F401
+                              note_cuts, prompt_text)  # (PromptError, SYSTEM: re-exported)
 from . import AUGMENTATIONS, OUTPUTS
 
 USER_KEYS = ("gender", "age", "occupation")  # the paper's user keys; the zip code only with MKV_ZIP=yes
@@ -34,13 +35,18 @@ QUESTION = {"title": "Which candidate will the user watch next?",
 
 @dataclass(frozen=True)
 class Format:
-    """What a prompt shows and what answers it: output list | title, and whether users show their zip code."""
+    """What a prompt shows and what answers it: output list | title, whether users show their zip code, and whether
+    the candidates are listed (PROMPT_FORM=listed) or none is named (free: the answer is then a title)."""
     output: str = "title"
     zip: bool = False
+    listed: bool = True
 
     def __post_init__(self):
         if self.output not in OUTPUTS:
             raise ValueError(f"unknown MKV output {self.output!r}: use one of {', '.join(OUTPUTS)}")
+        if self.output == "list" and not self.listed:
+            raise ValueError("PROMPT_FORM=free names no candidate, so the answer cannot list them: set "
+                             "MKV_OUTPUT=title (or PROMPT_FORM=listed)")
 
     @property
     def user_keys(self) -> tuple[str, ...]:
@@ -49,7 +55,9 @@ class Format:
 
     @property
     def system(self) -> str:
-        """The system line: one title, or the ranked list."""
+        """The system line: one candidate's title, the ranked list, or (free) one movie's title."""
+        if not self.listed:
+            return FREE_SYSTEM
         return LIST_SYSTEM if self.output == "list" else SYSTEM
 
 
@@ -132,9 +140,7 @@ def masked_keys(aug: Augment, keys, draws: Draws | None) -> frozenset:
 def render(catalog: Catalog, user_id: int, history, candidates, aug: Augment = NONE, draws: Draws | None = None,
            ratings=None, fmt: Format = Format()) -> list[dict]:
     """Chat messages for one example: user record, history records (oldest first, with ratings if given), candidate
-    titles, and the question of the format's output."""
-    if len(candidates) == 0:
-        raise PromptError("no candidates to rank: every example needs its candidate list")
+    titles (unless the format names none), and the question of the format's output."""
     if aug.active and draws is None:
         raise ValueError("an augmented prompt needs its random streams (a Draws)")
     history = list(history)
@@ -152,7 +158,7 @@ def render(catalog: Catalog, user_id: int, history, candidates, aug: Augment = N
     lines = [f"User: {record(catalog.users[int(user_id)], fmt.user_keys, aug, key_rng, hidden, mask_rng)}",
              "Watched, oldest first:"]
     lines += [f"- {record(v, item_keys, aug, key_rng, hidden, mask_rng)}" for v in items] or ["- (nothing yet)"]
-    lines += ["Candidates:"] + [f"- {catalog.title(i)}" for i in cands] + [QUESTION[fmt.output]]
+    lines += candidate_block(cands, catalog.title, QUESTION[fmt.output], fmt.listed)
     return [{"role": "system", "content": fmt.system}, {"role": "user", "content": "\n".join(lines)}]
 
 

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ...llm import softtokens
-from ...llm.sft import SoftTokenSFTTrainer, is_peft
+from ...llm.listwise import RankingSFTTrainer
+from ...llm.sft import is_peft
 
 
 def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float,
@@ -82,7 +83,7 @@ def last_prompt_index(labels: torch.Tensor) -> torch.Tensor:
 NEGATIVES = ("candidates", "batch")
 
 
-class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
+class ContrastiveSFTTrainer(RankingSFTTrainer):
     """Soft-token SFT whose loss adds the user-target and item ID-text InfoNCE terms (see the module docstring).
 
     Args:
@@ -94,7 +95,8 @@ class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
         negatives: the user term's negatives: `candidates` (the row's own other candidates) or `batch` (the other
             rows' targets; a shortcut, see the module docstring).
     """
-    row_columns = ("soft_ids", "target_id", "candidate_ids")
+    row_columns = ("soft_ids", "row", "target_id", "candidate_ids")
+    lm_forward = True  # the user term reads the LM pass's hidden states (under LLM_OBJECTIVE=listwise too)
 
     def __init__(self, *args, lambda_user: float, lambda_item: float, temperature: float, titles: dict,
                  align_items: int, negatives: str = "candidates", **kwargs):
@@ -111,19 +113,16 @@ class ContrastiveSFTTrainer(SoftTokenSFTTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         with captured_hidden(self.model) as seen:
             out = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        lm = out[0] if return_outputs else out
+        lm = out[0] if return_outputs else out  # the LLM_OBJECTIVE loss (RankingSFTTrainer logs its terms)
         steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1  # as TRL's aux
-        terms = {"loss_lm": lm.detach() * steps}
-        total = lm
+        terms, total = {}, lm
         if self.lambda_user:
             terms["loss_user_nce"] = self.user_term(seen["hidden"], inputs)
             total = total + self.lambda_user * terms["loss_user_nce"] / steps
         if self.lambda_item:
             terms["loss_item_nce"] = self.item_term(inputs["soft_ids"])
             total = total + self.lambda_item * terms["loss_item_nce"] / steps
-        mode = "train" if self.model.training else "eval"
-        for name, value in terms.items():
-            self._metrics[mode][name].append(self.accelerator.gather_for_metrics(value.detach()).mean().item())
+        self.log_terms(terms)
         return (total, out[1]) if return_outputs else total
 
     def user_term(self, hidden: torch.Tensor, inputs: dict) -> torch.Tensor:

@@ -13,7 +13,8 @@ import pandas as pd
 from ... import config
 from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest
-from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, prompt_lengths
+from ...llm.prompting import is_listed
+from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, prompt_lengths, with_candidates
 from ...llm.sft import train_sft
 from ...recommender import implements
 from ..pipeline import load_recommender, read_upstream
@@ -74,7 +75,7 @@ class RSLLM(LLMRecommender):
     def prompts(self, view: pd.DataFrame, epoch: int | None = None, mode: str | None = None) -> pd.DataFrame:
         """Prompt rows in this run's mode (or `mode`): the same for evaluation and every training epoch."""
         return unified.build_examples(self.catalog, view, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"],
-                                      mode or self.mode)
+                                      mode or self.mode, listed=is_listed(self.cfg["PROMPT_FORM"]))
 
     def checkpoint_key(self) -> dict:
         """The shared training key plus the ID table's digest (a retrained SASRec retrains this)."""
@@ -86,8 +87,8 @@ class RSLLM(LLMRecommender):
                 **{k: self.cfg[k] for k in TRAIN_PARAMS}}
 
     def stacked(self, view: pd.DataFrame, mode: str) -> pd.DataFrame:
-        """LLM_EPOCHS copies of the training rows in a mode."""
-        rows = self.prompts(view, mode=mode)
+        """LLM_EPOCHS copies of the training rows in a mode, each with its window's candidates and target."""
+        rows = with_candidates(self.prompts(view, mode=mode), view)
         return pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
 
     def fit(self, callbacks=()) -> pd.DataFrame:
@@ -99,26 +100,26 @@ class RSLLM(LLMRecommender):
             return pd.DataFrame(columns=["step", "loss", "learning_rate", "stage"])
         view, logs = self.training_view(), []
         if self.cfg["RSLLM_STAGES"] == 2:
-            text = self.stacked(view, "text")
+            text, options = self.objective_options(self.stacked(view, "text"))
             self.stage_rows[1] = len(text)
             self.model, log = train_sft(self.model, self.tokenizer, text, self.cfg,
                                         self.checkpoints(f"{self.name}-stage1", self.stage1_key()), self.device,
-                                        callbacks=callbacks, resumed=self.resumed)
+                                        callbacks=callbacks, resumed=self.resumed, **options)
             logs.append(log.assign(stage=1))
-        rows = self.stacked(view, self.mode)
+        rows, options = self.objective_options(self.stacked(view, self.mode))
         self.stage_rows[self.cfg["RSLLM_STAGES"]] = self.sft_rows = len(rows)
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, rows["prompt"])
         out = self.checkpoints(self.name, self.checkpoint_key())
         self.model, log = train_sft(self.model, self.tokenizer, rows, self.cfg, out, self.device, callbacks=callbacks,
-                                    resumed=self.resumed, **self.trainer_options())
+                                    resumed=self.resumed, **{**options, **self.trainer_options()})
         offset = int(logs[0]["step"].max()) if logs and len(logs[0]) else 0
         logs.append(log.assign(stage=self.cfg["RSLLM_STAGES"], step=log["step"] + offset))
         self.adapter = out / "adapter"
         return pd.concat(logs, ignore_index=True)
 
     def trainer_options(self) -> dict:
-        """train_sft arguments of the last stage: none for text prompts; the soft-token embedder; the contrastive
-        trainer when a contrastive weight is non-zero."""
+        """train_sft arguments of the last stage beside LLM_OBJECTIVE's: none for text prompts; the soft-token
+        embedder; the contrastive trainer (a RankingSFTTrainer) when a contrastive weight is non-zero."""
         if self.mode == "text":
             return {}
         options = {"soft_embedder": self.soft_embedder}

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from ...llm.loading import load_llm, model_identity
+from ...llm.prompting import is_listed
 from ...llm.recommender import LLMRecommender, prompt_lengths
 from ...recommender import implements
 from . import prompts, summarize
@@ -143,7 +144,8 @@ class LLMTRSR(LLMRecommender):
         histories = self.histories(view)
         return prompts.build_examples(view, [self.listed(h) for h in histories], self.summaries(view, histories),
                                  self.catalog, self.tokenizer, self.cfg["MAX_PROMPT_TOKENS"], self.pointwise,
-                                 train=epoch is not None, seed=self.cfg["SEED"], epoch=epoch or 0)
+                                 train=epoch is not None, seed=self.cfg["SEED"], epoch=epoch or 0,
+                                 show_candidates=is_listed(self.cfg["PROMPT_FORM"]))
 
     def prompt_tokens(self, view: pd.DataFrame) -> pd.DataFrame:
         """Per row, listwise prompt tokens with the whole history listed (uncut), the recent items only, and (when
@@ -155,7 +157,8 @@ class LLMTRSR(LLMRecommender):
             variants["summary + recent"] = (recent, self.summaries(view, histories))
         out = {"user_id": view["user_id"].to_numpy(), "history_items": [len(h) for h in histories]}
         for name, (listed, summaries) in variants.items():
-            texts = [prompts.listwise_prompt(self.tokenizer, s, items, c, self.describe, self.catalog.title)
+            texts = [prompts.listwise_prompt(self.tokenizer, s, items, c, self.describe, self.catalog.title,
+                                             is_listed(self.cfg["PROMPT_FORM"]))
                      for s, items, c in zip(summaries, listed, view["candidates"])]
             out[name] = prompt_lengths(self.tokenizer, texts)
         return pd.DataFrame(out)

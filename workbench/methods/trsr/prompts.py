@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...llm.prompting import SYSTEM, Catalog, PromptError, fit_items, note_cuts, prompt_text
+from ...llm.prompting import FREE_SYSTEM, SYSTEM, Catalog, PromptError, candidate_block, fit_items, note_cuts, \
+    prompt_text
 
 POINTWISE_SYSTEM = "You are a movie recommender. Answer yes or no."
 QUESTION = "Which candidate will the user watch next?"
@@ -51,12 +52,11 @@ def context(summary: str, items, describe) -> list[str]:
     return lines + ["Recently watched, oldest first:"] + ([f"- {describe(i)}" for i in items] or ["- (nothing yet)"])
 
 
-def listwise_prompt(tokenizer, summary: str, items, candidates, describe, title) -> str:
-    """One prompt listing every candidate; the answer is a title."""
-    if len(candidates) == 0:
-        raise PromptError("no candidates to rank: every example needs its candidate list")
-    lines = context(summary, items, describe) + ["Candidates:"] + [f"- {title(c)}" for c in candidates] + [QUESTION]
-    return prompt_text(tokenizer, [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}])
+def listwise_prompt(tokenizer, summary: str, items, candidates, describe, title, listed: bool = True) -> str:
+    """One prompt listing every candidate (or, listed=False, naming none: PROMPT_FORM=free); the answer is a title."""
+    lines = context(summary, items, describe) + candidate_block(candidates, title, QUESTION, listed)
+    system = SYSTEM if listed else FREE_SYSTEM
+    return prompt_text(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}])
 
 
 def pointwise_parts(tokenizer, summary: str, items, candidates, describe) -> tuple[str, list[str]]:
@@ -70,14 +70,15 @@ def pointwise_parts(tokenizer, summary: str, items, candidates, describe) -> tup
 
 def build_examples(view: pd.DataFrame, listed: list, summaries: list[str], catalog: Catalog, tokenizer,
                    max_tokens: int, pointwise: bool = False, train: bool = False, seed: int = 0,
-                   epoch: int = 0) -> pd.DataFrame:
+                   epoch: int = 0, show_candidates: bool = True) -> pd.DataFrame:
     """Prompt rows for a view (user_id, target, candidates), with each row's listed items and summary.
 
     Listwise: one row per view row, completion = the target's title.  Pointwise evaluation: one row per view row with
     `prompt` (the shared prefix) and `questions` (one per candidate, described by its item text).  Pointwise
     training: two rows per view row, the target ("yes") and one of its negatives drawn with
     default_rng([seed, epoch, row]) ("no"), 1 positive : 1 negative (the authors' training ratio).
-    Column `history_cut` counts the oldest listed items cut to fit max_tokens.
+    Column `history_cut` counts the oldest listed items cut to fit max_tokens.  show_candidates: listwise prompts list
+    the candidates (PROMPT_FORM=listed) or name none (free); a pointwise prompt names its one candidate either way.
     """
     if not len(view) == len(listed) == len(summaries):
         raise ValueError(f"{len(view)} view rows, {len(listed)} item lists and {len(summaries)} summaries: build them "
@@ -88,7 +89,7 @@ def build_examples(view: pd.DataFrame, listed: list, summaries: list[str], catal
                                                                   view["candidates"], listed, summaries)):
         what = f"user {user}"
         if not pointwise:
-            prompt, cut = fit_items(lambda kept: listwise_prompt(tokenizer, summary, kept, cands, describe, title),
+            prompt, cut = fit_items(lambda kept: listwise_prompt(tokenizer, summary, kept, cands, describe, title, show_candidates),
                                     items, tokenizer, max_tokens, what)
             rows.append({"user_id": int(user), "prompt": prompt, "completion": title(target), "history_cut": cut})
             continue

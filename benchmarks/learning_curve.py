@@ -1,0 +1,203 @@
+"""Learning curve: test NDCG@10 against SFT training windows, per method x objective x prompt form, each point paired
+with the combination's zero-shot model, Popularity and SASRec on the same users.
+
+One training run per combination (LLM_TRAIN_SAMPLES = the largest point, constant learning rate so that a point's
+model does not depend on the run's length); the adapter (and soft-token embedder) is saved when the run has seen each
+point's number of windows, and every saved point is ranked afterwards.  A combination stops early when, after the
+point named by --check-at, its paired NDCG@10 difference against its own zero-shot is not above 0 (that much training
+bought nothing; the larger points would cost the most).  Every finished point is appended to the CSV at once, and a
+rerun skips what the CSV holds and resumes an interrupted training from its last checkpoint.
+
+Writes results/benchmarks/learning_curve.csv (one row per combination and point) and figures/learning_curve.png;
+the per-user ranks of each point go to results/benchmarks/learning_curve/<combination>-<windows>.csv.
+Reproduce (cpu, SmolLM2-135M, 2 cores; hours: run it in its own checkout and cache, in the background):
+  WORKBENCH_CACHE=/tmp/lc-cache .venv/bin/python benchmarks/learning_curve.py --points 0,64,256,1024 --users 200
+`--profile smoke --points 0,8,16 --users 6` checks the plumbing in a minute (the tiny model learns nothing).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from workbench import config, metrics, process  # noqa: E402
+from workbench.assets import atomic_write  # noqa: E402
+from workbench.data.protocol import load_protocol  # noqa: E402
+from workbench.llm import softtokens  # noqa: E402
+from workbench.llm.sft import without_embedding_layers  # noqa: E402
+from workbench.methods.pipeline import find_run, ranks_on  # noqa: E402
+from workbench.recommender import get_method  # noqa: E402
+
+# method:objective:form -> the method's settings for the curve (MKV answers a title: a free prompt lists nothing to
+# re-rank; RSLLM in one stage on unified prompts: one training run per combination)
+SETTINGS = {"mkv": {"MKV_OUTPUT": "title", "AUGMENT": ["none"]},
+            "rsllm": {"RSLLM_PROMPT": "unified", "RSLLM_STAGES": 1}}
+COMBOS = [f"{m}:{o}:{f}" for m in SETTINGS for f in ("free", "listed") for o in ("sft", "listwise")]
+OUT = ROOT / "results" / "benchmarks"
+
+
+class SavePoints(TrainerCallback):
+    """Save the adapter (and the soft-token embedder) when the run has trained on each point's windows."""
+
+    def __init__(self, steps: dict, folder: Path):
+        self.steps, self.folder = steps, folder  # optimiser step -> windows seen
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        windows = self.steps.get(state.global_step)
+        if windows is None or (self.folder / f"point-{windows}").exists():
+            return
+        tmp = self.folder / f".point-{windows}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        with without_embedding_layers(model):
+            model.save_pretrained(tmp)
+        if getattr(model, "soft_embedder", None) is not None:
+            softtokens.save_embedder(model.soft_embedder, tmp)
+        tmp.rename(self.folder / f"point-{windows}")
+
+
+def combo_cfg(base: dict, combo: str, windows: int) -> dict:
+    """The parameters of one combination trained on `windows` windows."""
+    method, objective, form = combo.split(":")
+    return config.override(base, **SETTINGS[method], LLM_OBJECTIVE=objective, PROMPT_FORM=form,
+                           LLM_TRAIN_SAMPLES=windows, LR_SCHEDULE="constant", GEN_EVAL_USERS=0)
+
+
+def point_ranks(method: str, cfg: dict, protocol, point: Path | None) -> tuple[pd.DataFrame, float]:
+    """Ranks of the eval users by the base model (point None: zero-shot) or with a saved point's adapter."""
+    from peft import PeftModel
+    start = time.time()
+    rec = get_method(method)(cfg, protocol)
+    rec.use_threads()
+    rec.setup()
+    if point is not None:
+        rec.model = PeftModel.from_pretrained(rec.model, point).eval()
+        if rec.soft_embedder is not None:
+            softtokens.load_embedder(rec.soft_embedder, point)
+    view = rec.eval_view()
+    return rec.rank(view)[["user_id", "rank"]], time.time() - start
+
+
+def train_points(combo: str, base: dict, protocol, points: list[int], folder: Path) -> float:
+    """Train the combination once up to the largest point, saving each point's adapter; returns the seconds."""
+    method = combo.split(":")[0]
+    cfg = combo_cfg(base, combo, max(points))
+    per_step = cfg["LLM_BATCH_SIZE"] * cfg["GRAD_ACCUM"]
+    if any(p % per_step for p in points):
+        raise SystemExit(f"every point must be a multiple of LLM_BATCH_SIZE x GRAD_ACCUM = {per_step} windows")
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    process.seed_everything(cfg["SEED"])
+    rec = get_method(method)(cfg, protocol)
+    rec.fit(callbacks=[SavePoints({p // per_step: p for p in points}, folder)])
+    return time.time() - start
+
+
+def paired(ranks: pd.DataFrame, other: pd.DataFrame, users, n_boot: int) -> tuple[float, float, float]:
+    """NDCG@10 difference [CI] of `ranks` minus `other` on `users`."""
+    row = metrics.paired_bootstrap(ranks_on(ranks, users), ranks_on(other, users), n_boot).loc["NDCG@10"]
+    return float(row["diff"]), float(row["ci_low"]), float(row["ci_high"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--combos", default=",".join(COMBOS), help="method:objective:form, comma-separated")
+    parser.add_argument("--points", default="0,64,256,1024", help="training windows, comma-separated (0: zero-shot)")
+    parser.add_argument("--users", type=int, default=200, help="test users (the seeded LLM_EVAL_USERS subset)")
+    parser.add_argument("--check-at", type=int, default=256, help="stop a combination after this point unless it "
+                        "beats its zero-shot (0: never stop early)")
+    parser.add_argument("--out", default=str(OUT / "learning_curve.csv"))
+    args = parser.parse_args(argv)
+    base = config.resolve(args.profile, LLM_EVAL_USERS=args.users)
+    protocol = load_protocol(base)
+    points = sorted({int(p) for p in args.points.split(",")})
+    out = Path(args.out)
+    done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["combo", "windows"])
+    ranks_dir = out.with_suffix("")
+    ranks_dir.mkdir(parents=True, exist_ok=True)
+    refs = {name: find_run(name, base, protocol).ranks for name in ("popularity", "sasrec")}
+    print(f"learning curve: profile {args.profile}, {args.users} users, points {points}, device "
+          f"{process.device_description('cpu')}, commit {process.git_commit()}", flush=True)
+    for combo in args.combos.split(","):
+        method = combo.split(":")[0]
+        zero_name = f"{method}:zeroshot:{combo.split(':')[2]}"  # zero-shot depends on the method and form only
+        zero_file = ranks_dir / f"{zero_name.replace(':', '-')}.csv"
+        if not zero_file.exists():
+            ranks, seconds = point_ranks(method, combo_cfg(base, combo, 0), protocol, None)
+            atomic_write(zero_file, lambda tmp: ranks.to_csv(tmp, index=False))
+        zero = pd.read_csv(zero_file)
+        users = sorted(zero["user_id"])
+        folder = ROOT / "runs" / "learning_curve" / args.profile / combo.replace(":", "-")  # the saved points
+        trained = [p for p in points if p and not ((done["combo"] == combo) & (done["windows"] == p)).any()]
+        seconds = train_points(combo, base, protocol, [p for p in points if p], folder) if trained else 0.0
+        for p in points:
+            if ((done["combo"] == combo) & (done["windows"] == p)).any():
+                continue
+            if p == 0:
+                ranks, rank_s = zero, 0.0
+            else:
+                ranks, rank_s = point_ranks(method, combo_cfg(base, combo, max(points)), protocol,
+                                            folder / f"point-{p}")
+            ci = metrics.bootstrap_ci(ranks_on(ranks, users), base["N_BOOTSTRAP"]).loc["NDCG@10"]
+            row = {"combo": combo, "windows": p, "users": len(users), "ndcg10": float(ci["mean"]),
+                   "ci_low": float(ci["ci_low"]), "ci_high": float(ci["ci_high"]),
+                   "hr1": float((ranks_on(ranks, users) == 1).mean()), "train_s_total": round(seconds, 1),
+                   "rank_s": round(rank_s, 1), "commit": process.git_commit()}
+            for name, other in (("zeroshot", zero), *refs.items()):
+                row[f"vs_{name}"], row[f"vs_{name}_low"], row[f"vs_{name}_high"] = paired(ranks, other, users,
+                                                                                       base["N_BOOTSTRAP"])
+            atomic_write(ranks_dir / f"{combo.replace(':', '-')}-{p}.csv",
+                         lambda tmp: ranks.to_csv(tmp, index=False))
+            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+            atomic_write(out, lambda tmp: done.to_csv(tmp, index=False))
+            print(f"{combo} @ {p} windows: NDCG@10 {row['ndcg10']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]; "
+                  f"- zero-shot {row['vs_zeroshot']:+.3f} [{row['vs_zeroshot_low']:+.3f}, "
+                  f"{row['vs_zeroshot_high']:+.3f}]; - SASRec {row['vs_sasrec']:+.3f}", flush=True)
+            if args.check_at and p == args.check_at and row["vs_zeroshot"] <= 0:
+                print(f"{combo}: no gain over zero-shot at {p} windows: larger points skipped", flush=True)
+                break
+    plot(done, out.parent.parent.parent / "figures" / "learning_curve.png", base, args.users)
+    return 0
+
+
+def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
+    """NDCG@10 [CI] against windows, one line per combination; Popularity, SASRec and random as reference lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for combo, rows in done.sort_values("windows").groupby("combo", sort=False):
+        x = rows["windows"].clip(lower=8)  # 0 (zero-shot) drawn at the left edge of the log axis
+        ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
+                    marker="o", capsize=3, label=combo)
+    first = done.iloc[0] if len(done) else None
+    if first is not None:
+        for name, style in (("popularity", ":"), ("sasrec", "--")):
+            level = first["ndcg10"] - first[f"vs_{name}"]
+            ax.axhline(level, color="gray", linestyle=style, label=f"{name} ({level:.3f})")
+    ax.axhline(metrics.chance_level("NDCG@10", cfg["N_NEGATIVES"] + 1), color="black", linewidth=0.8,
+               label="random")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training windows (leftmost point: zero-shot)")
+    ax.set_ylabel(f"test NDCG@10, {users} users (95% CI)")
+    ax.set_title(f"Learning curve, profile {cfg['PROFILE']}, seed {cfg['SEED']}, {cfg['MODEL']}, "
+                 f"{process.device_description('cpu')}, commit {process.git_commit()}", fontsize=9)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
