@@ -31,14 +31,32 @@ class Entry:
         run_name: the run's name when it is not the method's (e.g. mkv-zeroshot).
         changes: parameter overrides of that run, as (name, value) pairs.
         variant: a column of the run's variants.parquet to read instead of its ranks (BDLM's models).
+        paired_with: the label of the entry this one is paired against in the report (an LLM method's untrained
+            reference: "did it learn?").
         method, notebook: filled in by `register` from the method's spec.
     """
     label: str
     run_name: str | None = None
     changes: tuple = ()
     variant: str | None = None
+    paired_with: str | None = None
     method: str = ""
     notebook: str = ""
+
+
+ZERO_SHOT = (("LLM_TRAIN_SAMPLES", 0),)  # an LLM method's untrained reference: the same prompts, no training
+
+
+def zero_shot(cfg: dict) -> dict:
+    """The parameters of an LLM method's untrained reference run (`<name>-zeroshot`): no SFT, no generation."""
+    return config.override(cfg, **dict(ZERO_SHOT), GEN_EVAL_USERS=0)
+
+
+def llm_entries(name: str, label: str, zero_label: str | None = None) -> tuple[Entry, Entry]:
+    """An LLM method's two comparison rows: its untrained reference (`zero_label`, default `<label> zero-shot`; run
+    `<name>-zeroshot`) and the trained method (`label`), paired with it in the report."""
+    zero = Entry(zero_label or f"{label} zero-shot", f"{name}-zeroshot", ZERO_SHOT)
+    return zero, Entry(label, paired_with=zero.label)
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,26 @@ def test_the_learning_rate_schedule_after_the_warm_up(schedule, last, tmp_path):
     assert rates[0] == 1.0 and abs(sched.get_last_lr()[0] - last) < 1e-6
     with pytest.raises(ValueError, match="LR_SCHEDULE must be one of"):
         sft.schedule_options("step")
+
+
+@pytest.mark.parametrize("name", list(FREE))
+def test_every_llm_method_has_an_untrained_reference_on_the_same_users_paired_in_the_report(smoke, name):
+    """Each LLM method declares `<label> zero-shot` (run `<name>-zeroshot`: the same prompts, no training) and the
+    report pairs the trained entry with it; BDLM's reference has no round, its before and after states equal."""
+    from workbench.evaluation import comparison, report
+    from workbench.methods.pipeline import against_zero_shot
+    from workbench.recommender import get_spec
+    cfg, protocol = smoke
+    tuned = run_method(name, cfg, protocol)
+    zero, learned = against_zero_shot(name, tuned, cfg, protocol)
+    assert zero.extra["sft_samples"] == 0 and zero.extra["trainable_parameters"] == 0
+    assert set(zero.ranks["user_id"]) == set(tuned.ranks["user_id"]) and "NDCG@10" in learned.index
+    spec = get_spec(name)
+    trained = next(e for e in spec.entries if e.paired_with)
+    assert any(e.label == trained.paired_with and e.run_name == f"{name}-zeroshot" for e in spec.entries)
+    if name == "bdlm":
+        variants = zero.recommender.variants
+        assert (variants["llm_before"] == variants["llm_after"]).all()
+    found = comparison.collect(cfg, protocol, rows=tuple(e for e in spec.entries if e.run_name or e.paired_with))
+    table = report.zero_shot_table(found)
+    assert list(table.index) == [f"{trained.label} - {trained.paired_with}"]

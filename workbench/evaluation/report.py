@@ -56,6 +56,25 @@ def paired_table(comparison: Comparison, reference: str, metrics=("HR@1", "NDCG@
     return out
 
 
+def zero_shot_table(comparison: Comparison, metrics_shown=("HR@1", "NDCG@10")) -> pd.DataFrame | None:
+    """Each trained LLM entry minus its own untrained reference (`Entry.paired_with`), diff [CI], on the common
+    users; None when no such pair was found."""
+    rows = {}
+    for entry in entries():
+        ref = entry.paired_with
+        if ref is None or entry.label not in comparison.ranks or ref not in comparison.ranks:
+            continue
+        pair = metrics.paired_bootstrap(comparison.ranks[entry.label], comparison.ranks[ref],
+                                        comparison.cfg["N_BOOTSTRAP"], comparison.cfg["SEED"])
+        rows[f"{entry.label} - {ref}"] = {m: f"{pair.loc[m, 'diff']:+.3f} [{pair.loc[m, 'ci_low']:+.3f}, "
+                                             f"{pair.loc[m, 'ci_high']:+.3f}]" for m in metrics_shown}
+    if not rows:
+        return None
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "trained - untrained"
+    return out
+
+
 def full_ranking_table(comparison: Comparison) -> pd.DataFrame | None:
     """Full-ranking metrics (all items, earlier items excluded) of the entries that report them, on all their users."""
     rows = {label: runs[0].record["full_ranking"] for label, runs in comparison.runs.items()
@@ -88,6 +107,10 @@ def render(comparison: Comparison, protocol) -> str:
         if reference in comparison.ranks:
             lines += [f"Paired differences against {reference} (same users; a CI that includes 0 is no evidence of a "
                       f"difference):", "", _markdown(paired_table(comparison, reference)), ""]
+    learned = zero_shot_table(comparison)
+    if learned is not None:
+        lines += ["Each LLM method against its own untrained reference (the same prompts and users, no training; a CI "
+                  "above 0 is evidence that it learned):", "", _markdown(learned), ""]
     lines += ["Cost (first seed's run; time on the device named):", "", _markdown(comparison.cost()), ""]
     full = full_ranking_table(comparison)
     if full is not None:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .. import config, metrics, process, results
 from ..assets import atomic_write
-from ..recommender import Recommender, get_method, get_spec
+from ..recommender import Recommender, get_method, get_spec, zero_shot
 
 
 @dataclass
@@ -210,3 +210,15 @@ def seed_runs(name: str, cfg: dict, protocol, device: str = "cpu", run_name: str
         print(f"--- {run_name or name}: training seed {seed} (METHOD_SEEDS {cfg['METHOD_SEEDS']})")
         runs[seed] = run_method(name, config.override(cfg, SEED=seed), protocol, device, run_name=run_name)
     return runs
+
+
+def against_zero_shot(name: str, run: FittedRun, cfg: dict, protocol, device: str = "cpu"):
+    """The LLM method's untrained reference on the trained run's users (run `<name>-zeroshot`, and one per other
+    METHOD_SEEDS seed for the comparison), and the paired difference trained - untrained per metric (did it learn?)."""
+    untrained = zero_shot(cfg)
+    zero = run_method(name, untrained, protocol, device, run_name=f"{name}-zeroshot")
+    seed_runs(name, untrained, protocol, device, run_name=f"{name}-zeroshot")
+    trained, reference = metrics.align_ranks(run.ranks[["user_id", "rank"]], zero.ranks[["user_id", "rank"]])
+    if len(trained) != len(run.ranks):
+        raise ValueError(f"{name}-zeroshot ranked other users than the trained run: compare on the same users")
+    return zero, metrics.paired_bootstrap(trained, reference, cfg["N_BOOTSTRAP"], cfg["SEED"]).round(4)

@@ -6,7 +6,7 @@ and their ensemble after the rounds).  Reproduce: `python -m workbench run 08` (
 """
 from ... import config
 from ...config import Param
-from ...recommender import Ablation, Entry, MethodSpec, register
+from ...recommender import Ablation, Entry, MethodSpec, llm_entries, register
 
 SHARINGS = ("none", "frozen", "one_way", "mutual")
 # cpu leaves out one_way: at one step per round it could not separate from mutual (at 9d75424: LLM NDCG@10 0.297
@@ -58,6 +58,6 @@ config.register({
 
 SPEC = register(MethodSpec(
     "bdlm", "BDLM", "workbench.methods.bdlm.method", "08_bdlm_information_sharing",
-    entries=(Entry("BDLM LLM"), Entry("BDLM domain model", variant="domain_after"),
+    entries=(*llm_entries("bdlm", "BDLM LLM"), Entry("BDLM domain model", variant="domain_after"),
              Entry("BDLM ensemble", variant="ensemble_after")),
     ablation=Ablation("BDLM_ARMS", arm_changes, own_training=False, reference="mutual")))

@@ -36,7 +36,7 @@ from ...llm.prompting import is_listed
 from ...llm.listwise import RankingSFTTrainer, ranking_rows
 from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths, with_candidates
 from ...llm.scoring import view_ranks
-from ...llm.sft import train_sft, without_embedding_layers
+from ...llm.sft import lora_config, train_sft, without_embedding_layers
 from ...recommender import get_spec, implements
 from ...results import ResultError, load_tensors, short_hash
 from ..baselines.recommenders import weights_file
@@ -85,8 +85,6 @@ class BDLM(LLMRecommender):
                      "BDLM_SHARING", "KL_LLM", "KL_DOMAIN", "KL_TEMPERATURE", "DOMAIN_STEPS")
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
-        if cfg["LLM_TRAIN_SAMPLES"] == 0:
-            raise ValueError("BDLM trains the LLM and the domain model together: LLM_TRAIN_SAMPLES must be above 0")
         super().__init__(cfg, protocol, device)
         self.domain, self.domain_id, self.digest, self.round0_dir = None, None, None, None
         self.states, self.rounds, self.diverged, self.variants = {}, [], None, None
@@ -224,9 +222,13 @@ class BDLM(LLMRecommender):
     # --- training ------------------------------------------------------------------------------------------------
     def fit(self, callbacks=()) -> pd.DataFrame:
         """Round 0, then BDLM_ROUNDS collaborative rounds (resumed after the last complete one); returns the SFT loss
-        log with a `round` column.  Per-round validation metrics: `self.rounds`."""
+        log with a `round` column.  Per-round validation metrics: `self.rounds`.  LLM_TRAIN_SAMPLES=0: the untrained
+        reference (`untrained`)."""
         self.use_threads()
         self.setup()
+        self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
+        if self.cfg["LLM_TRAIN_SAMPLES"] == 0:
+            return self.untrained()
         windows = self.training_view()  # round 0: the windows every LLM method trains on
         first = with_candidates(self.prompts(windows), windows)
         self.sft_rows = len(first) * self.cfg["LLM_EPOCHS"]
@@ -236,7 +238,6 @@ class BDLM(LLMRecommender):
                                           self.cfg["LLM_OBJECTIVE"], self.cfg["SCORE_REDUCE"])
         self.round_rows = len(rows) * self.cfg["LLM_EPOCHS"]
         stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
-        self.valid_view = eval_subset(self.protocol.valid, self.cfg["BDLM_VALID_USERS"], self.cfg["CANDIDATE_SEED"])
         self.round0_dir = self.checkpoints(f"{self.name}-round0", self.round0_key())
         self.train_tables("round0")
         first, options = self.objective_options(pd.concat([first] * self.cfg["LLM_EPOCHS"], ignore_index=True))
@@ -261,6 +262,17 @@ class BDLM(LLMRecommender):
         self.train_tables("eval")
         offsets = np.cumsum([0] + [int(x["step"].max()) if len(x) else 0 for x in logs[:-1]])
         return pd.concat([x.assign(step=x["step"] + o) for x, o in zip(logs, offsets)], ignore_index=True)
+
+    def untrained(self) -> pd.DataFrame:
+        """The zero-shot reference: no round at all, the LLM as loaded under a LoRA adapter that has not trained (its
+        B matrices are zero: the base model's outputs), the projector as initialised, the domain model as read; before
+        and after are the same state."""
+        from peft import get_peft_model
+        self.model = get_peft_model(self.model, lora_config(self.cfg))
+        self.llm_trained()
+        self.states[0] = self.state()
+        self.rounds = [{"round": 0, **self.validate(before=True)}]
+        return pd.DataFrame(columns=["step", "loss", "learning_rate", "round"])
 
     def one_round(self, r: int, view: pd.DataFrame, stacked: pd.DataFrame, root: Path, callbacks) -> pd.DataFrame:
         """Round r: LLM phase, then domain phase, then validation; saved to root/round-r (reloaded if there)."""
@@ -399,7 +411,9 @@ class BDLM(LLMRecommender):
 
     def trainable_parameters(self) -> int:
         """LoRA and the projector, the shared tables (two copies without sharing; none when frozen) and the domain
-        model's own network."""
+        model's own network; none for the untrained reference."""
+        if not self.sft_rows:
+            return 0
         lora = sum(p.numel() for n, p in self.model.named_parameters() if "lora_" in n)
         projector = sum(p.numel() for p in self.soft_embedder.projector.parameters())
         tables = sum(t.weight.numel() for t in (self.domain.tables.items, self.domain.tables.users))

@@ -11,7 +11,7 @@ Reproduce: `python -m workbench run 03` (method) and `python -m workbench run 04
 """
 from ... import config
 from ...config import Param
-from ...recommender import Ablation, Entry, MethodSpec, register
+from ...recommender import Ablation, MethodSpec, llm_entries, register, zero_shot  # noqa: F401 (zero_shot re-exported)
 
 AUGMENTATIONS = ("shuffle_candidates", "shuffle_output", "shuffle_keys", "mask")  # SC, SO, shuffle keys, mask
 OUTPUTS = ("list", "title")  # MKV_OUTPUT values
@@ -22,12 +22,6 @@ ARMS = ("none", *AUGMENTATIONS, "all")  # MKV_ARMS values: no augmentation, each
 # 9d75424 SC, shuffle keys and mask gave the none arm's NDCG@10 to three decimals, and all gave SO's: 0.2365 against
 # 0.2369); gpu and smoke run all six
 CPU_ARMS = ("none", "shuffle_output")
-ZERO_SHOT = {"LLM_TRAIN_SAMPLES": 0}  # the untrained reference every LLM result is compared with (same users)
-
-
-def zero_shot(cfg: dict) -> dict:
-    """The parameters of the untrained reference run (mkv-zeroshot): no SFT, no generate-then-match."""
-    return config.override(cfg, **ZERO_SHOT, GEN_EVAL_USERS=0)
 
 
 def arm_changes(arm: str) -> dict:
@@ -59,5 +53,5 @@ config.register({
 
 SPEC = register(MethodSpec(
     "mkv", "MKV", "workbench.methods.mkv.method", "03_sft_multi_key_value",
-    entries=(Entry("SmolLM2 zero-shot", "mkv-zeroshot", tuple(ZERO_SHOT.items())), Entry("MKV LoRA")),
+    entries=llm_entries("mkv", "MKV LoRA", "MKV zero-shot"),
     ablation=Ablation("MKV_ARMS", arm_changes, reference="none", notebook="04_ablation_shuffle_mask")))

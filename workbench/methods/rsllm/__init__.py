@@ -7,7 +7,7 @@ Reproduce: `python -m workbench run 07` (method and ablation).
 """
 from ... import config
 from ...config import Param
-from ...recommender import Ablation, Entry, MethodSpec, register
+from ...recommender import Ablation, MethodSpec, llm_entries, register
 
 ARMS = {"text": {"RSLLM_PROMPT": "text", "RSLLM_STAGES": 1},
         "id": {"RSLLM_PROMPT": "id", "RSLLM_STAGES": 1},
@@ -51,5 +51,5 @@ config.register({
 }, profiles={"gpu": {"RSLLM_ARMS": list(ARM_NAMES)}, "smoke": {"RSLLM_ARMS": list(ARM_NAMES)}})
 
 SPEC = register(MethodSpec(
-    "rsllm", "RSLLM", "workbench.methods.rsllm.method", "07_rsllm_unified_prompts", entries=(Entry("RSLLM"),),
+    "rsllm", "RSLLM", "workbench.methods.rsllm.method", "07_rsllm_unified_prompts", entries=llm_entries("rsllm", "RSLLM"),
     ablation=Ablation("RSLLM_ARMS", arm_changes, reference="unified_2stage")))

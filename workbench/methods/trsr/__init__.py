@@ -8,7 +8,7 @@ Reproduce: `python -m workbench run 05` (summaries, method) and `python -m workb
 """
 from ... import config
 from ...config import Param
-from ...recommender import Ablation, Entry, MethodSpec, register
+from ...recommender import Ablation, MethodSpec, llm_entries, register
 
 HISTORIES = ("hierarchical", "recurrent", "full", "recent")
 # gpu profile: no cap for the paper's histories (<= 25 items, 5 blocks); on MovieLens (up to ~740 items) 48 summaries
@@ -56,5 +56,5 @@ config.register({
 
 SPEC = register(MethodSpec(
     "trsr", "LLM-TRSR", "workbench.methods.trsr.method", "05_text_rich_summarization",
-    entries=(Entry("LLM-TRSR"),),
+    entries=llm_entries("trsr", "LLM-TRSR"),
     ablation=Ablation("TRSR_ARMS", arm_changes, reference="recent", notebook="06_ablation_summarization")))
