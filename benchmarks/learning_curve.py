@@ -117,6 +117,9 @@ def main(argv=None) -> int:
     parser.add_argument("--check-at", type=int, default=256, help="stop a combination after this point unless it "
                         "beats its zero-shot (0: never stop early)")
     parser.add_argument("--out", default=str(OUT / "learning_curve.csv"))
+    parser.add_argument("--figure", default=str(ROOT / "figures" / "learning_curve.png"))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "learning_curve"),
+                        help="where the points' adapters are saved (not committed)")
     args = parser.parse_args(argv)
     base = config.resolve(args.profile, LLM_EVAL_USERS=args.users)
     protocol = load_protocol(base)
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
             atomic_write(zero_file, lambda tmp: ranks.to_csv(tmp, index=False))
         zero = pd.read_csv(zero_file)
         users = sorted(zero["user_id"])
-        folder = ROOT / "runs" / "learning_curve" / args.profile / combo.replace(":", "-")  # the saved points
+        folder = Path(args.work) / args.profile / combo.replace(":", "-")  # the saved points
         trained = [p for p in points if p and not ((done["combo"] == combo) & (done["windows"] == p)).any()]
         seconds = train_points(combo, base, protocol, [p for p in points if p], folder) if trained else 0.0
         for p in points:
@@ -166,7 +169,7 @@ def main(argv=None) -> int:
             if args.check_at and p == args.check_at and row["vs_zeroshot"] <= 0:
                 print(f"{combo}: no gain over zero-shot at {p} windows: larger points skipped", flush=True)
                 break
-    plot(done, out.parent.parent.parent / "figures" / "learning_curve.png", base, args.users)
+    plot(done, Path(args.figure), base, args.users)
     return 0
 
 
