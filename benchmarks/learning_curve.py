@@ -47,12 +47,15 @@ OUT = ROOT / "results" / "benchmarks"
 
 
 class SavePoints(TrainerCallback):
-    """Save the adapter (and the soft-token embedder) when the run has trained on each point's windows."""
+    """Save the adapter (and the soft-token embedder) when the run has trained on each point's windows; at step
+    `stop_at` (if given) save a checkpoint and stop: a later call with the same settings resumes from it."""
 
-    def __init__(self, steps: dict, folder: Path):
-        self.steps, self.folder = steps, folder  # optimiser step -> windows seen
+    def __init__(self, steps: dict, folder: Path, stop_at: int | None = None):
+        self.steps, self.folder, self.stop_at = steps, folder, stop_at  # optimiser step -> windows seen
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.stop_at is not None and state.global_step >= self.stop_at:
+            control.should_save = control.should_training_stop = True
         windows = self.steps.get(state.global_step)
         if windows is None or (self.folder / f"point-{windows}").exists():
             return
@@ -87,8 +90,9 @@ def point_ranks(method: str, cfg: dict, protocol, point: Path | None) -> tuple[p
     return rec.rank(view)[["user_id", "rank"]], time.time() - start
 
 
-def train_points(combo: str, base: dict, protocol, points: list[int], folder: Path) -> float:
-    """Train the combination once up to the largest point, saving each point's adapter; returns the seconds."""
+def train_points(combo: str, base: dict, protocol, points: list[int], folder: Path, until: int | None = None) -> float:
+    """Train the combination up to the largest point (or stop after `until` windows, resumable), saving each point's
+    adapter on the way; returns the seconds."""
     method = combo.split(":")[0]
     cfg = combo_cfg(base, combo, max(points))
     per_step = cfg["LLM_BATCH_SIZE"] * cfg["GRAD_ACCUM"]
@@ -98,7 +102,7 @@ def train_points(combo: str, base: dict, protocol, points: list[int], folder: Pa
     start = time.time()
     process.seed_everything(cfg["SEED"])
     rec = get_method(method)(cfg, protocol)
-    rec.fit(callbacks=[SavePoints({p // per_step: p for p in points}, folder)])
+    rec.fit(callbacks=[SavePoints({p // per_step: p for p in points}, folder, until and until // per_step)])
     return time.time() - start
 
 
@@ -106,6 +110,19 @@ def paired(ranks: pd.DataFrame, other: pd.DataFrame, users, n_boot: int) -> tupl
     """NDCG@10 difference [CI] of `ranks` minus `other` on `users`."""
     row = metrics.paired_bootstrap(ranks_on(ranks, users), ranks_on(other, users), n_boot).loc["NDCG@10"]
     return float(row["diff"]), float(row["ci_low"]), float(row["ci_high"])
+
+
+def point_row(combo, p, ranks, zero, refs, users, train_s, rank_s, n_boot) -> dict:
+    """One CSV row: the point's NDCG@10 [CI], HR@1, and its paired NDCG@10 difference against the combination's
+    zero-shot, Popularity and SASRec on the same users."""
+    ci = metrics.bootstrap_ci(ranks_on(ranks, users), n_boot).loc["NDCG@10"]
+    row = {"combo": combo, "windows": p, "users": len(users), "ndcg10": float(ci["mean"]),
+           "ci_low": float(ci["ci_low"]), "ci_high": float(ci["ci_high"]),
+           "hr1": float((ranks_on(ranks, users) == 1).mean()), "train_s": round(train_s, 1),
+           "rank_s": round(rank_s, 1), "commit": process.git_commit()}
+    for name, other in (("zeroshot", zero), *refs.items()):
+        row[f"vs_{name}"], row[f"vs_{name}_low"], row[f"vs_{name}_high"] = paired(ranks, other, users, n_boot)
+    return row
 
 
 def main(argv=None) -> int:
@@ -141,34 +158,33 @@ def main(argv=None) -> int:
         zero = pd.read_csv(zero_file)
         users = sorted(zero["user_id"])
         folder = Path(args.work) / args.profile / combo.replace(":", "-")  # the saved points
-        trained = [p for p in points if p and not ((done["combo"] == combo) & (done["windows"] == p)).any()]
-        seconds = train_points(combo, base, protocol, [p for p in points if p], folder) if trained else 0.0
-        for p in points:
-            if ((done["combo"] == combo) & (done["windows"] == p)).any():
+        seconds, stopped = 0.0, False
+        stages = [[p for p in points if p <= args.check_at], points] if args.check_at else [points]
+        for stage in stages:
+            todo = [p for p in stage if not ((done["combo"] == combo) & (done["windows"] == p)).any()]
+            if stopped or not todo:
                 continue
-            if p == 0:
-                ranks, rank_s = zero, 0.0
-            else:
-                ranks, rank_s = point_ranks(method, combo_cfg(base, combo, max(points)), protocol,
-                                            folder / f"point-{p}")
-            ci = metrics.bootstrap_ci(ranks_on(ranks, users), base["N_BOOTSTRAP"]).loc["NDCG@10"]
-            row = {"combo": combo, "windows": p, "users": len(users), "ndcg10": float(ci["mean"]),
-                   "ci_low": float(ci["ci_low"]), "ci_high": float(ci["ci_high"]),
-                   "hr1": float((ranks_on(ranks, users) == 1).mean()), "train_s_total": round(seconds, 1),
-                   "rank_s": round(rank_s, 1), "commit": process.git_commit()}
-            for name, other in (("zeroshot", zero), *refs.items()):
-                row[f"vs_{name}"], row[f"vs_{name}_low"], row[f"vs_{name}_high"] = paired(ranks, other, users,
-                                                                                       base["N_BOOTSTRAP"])
-            atomic_write(ranks_dir / f"{combo.replace(':', '-')}-{p}.csv",
-                         lambda tmp: ranks.to_csv(tmp, index=False))
-            done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
-            atomic_write(out, lambda tmp: done.to_csv(tmp, index=False))
-            print(f"{combo} @ {p} windows: NDCG@10 {row['ndcg10']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]; "
-                  f"- zero-shot {row['vs_zeroshot']:+.3f} [{row['vs_zeroshot_low']:+.3f}, "
-                  f"{row['vs_zeroshot_high']:+.3f}]; - SASRec {row['vs_sasrec']:+.3f}", flush=True)
-            if args.check_at and p == args.check_at and row["vs_zeroshot"] <= 0:
-                print(f"{combo}: no gain over zero-shot at {p} windows: larger points skipped", flush=True)
-                break
+            if any(p > 0 for p in todo):  # train (or resume) to the stage's last point; the largest ends the run
+                until = None if max(stage) == max(points) else max(stage)
+                seconds += train_points(combo, base, protocol, [p for p in points if p], folder, until)
+            for p in todo:
+                if p == 0:
+                    ranks, rank_s = zero, 0.0
+                else:
+                    ranks, rank_s = point_ranks(method, combo_cfg(base, combo, max(points)), protocol,
+                                                folder / f"point-{p}")
+                row = point_row(combo, p, ranks, zero, refs, users, seconds, rank_s, base["N_BOOTSTRAP"])
+                atomic_write(ranks_dir / f"{combo.replace(':', '-')}-{p}.csv",
+                             lambda tmp: ranks.to_csv(tmp, index=False))
+                done = pd.concat([done, pd.DataFrame([row])], ignore_index=True)
+                atomic_write(out, lambda tmp: done.to_csv(tmp, index=False))
+                print(f"{combo} @ {p} windows: NDCG@10 {row['ndcg10']:.3f} [{row['ci_low']:.3f}, "
+                      f"{row['ci_high']:.3f}]; - zero-shot {row['vs_zeroshot']:+.3f} [{row['vs_zeroshot_low']:+.3f}, "
+                      f"{row['vs_zeroshot_high']:+.3f}]; - SASRec {row['vs_sasrec']:+.3f}", flush=True)
+            checked = done[(done["combo"] == combo) & (done["windows"] == args.check_at)]
+            if args.check_at and len(checked) and float(checked["vs_zeroshot"].iloc[0]) <= 0 and not stopped:
+                print(f"{combo}: no gain over zero-shot at {args.check_at} windows: larger points skipped", flush=True)
+                stopped = True
     plot(done, Path(args.figure), base, args.users)
     return 0
 
