@@ -43,6 +43,10 @@ from workbench.recommender import get_method  # noqa: E402
 SETTINGS = {"mkv": {"MKV_OUTPUT": "title", "AUGMENT": ["none"]},
             "rsllm": {"RSLLM_PROMPT": "unified", "RSLLM_STAGES": 1}}
 COMBOS = [f"{m}:{o}:{f}" for m in SETTINGS for f in ("free", "listed") for o in ("sft", "listwise")]
+# an optional fourth field changes one training setting (the zero-shot model is shared): mlp adds LoRA to the MLP
+# projections; cosine decays the learning rate to 0 over the run (only its largest point has seen the whole schedule)
+VARIANTS = {"mlp": {"LORA_TARGETS": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
+            "cosine": {"LR_SCHEDULE": "cosine"}}
 OUT = ROOT / "results" / "benchmarks"
 
 
@@ -69,10 +73,15 @@ class SavePoints(TrainerCallback):
 
 
 def combo_cfg(base: dict, combo: str, windows: int) -> dict:
-    """The parameters of one combination trained on `windows` windows."""
-    method, objective, form = combo.split(":")
-    return config.override(base, **SETTINGS[method], LLM_OBJECTIVE=objective, PROMPT_FORM=form,
-                           LLM_TRAIN_SAMPLES=windows, LR_SCHEDULE="constant", GEN_EVAL_USERS=0)
+    """The parameters of one combination (method:objective:form[:variant]) trained on `windows` windows."""
+    parts = combo.split(":")
+    method, objective, form, *variant = parts + [""] * (3 - len(parts))
+    if not 3 <= len(parts) <= 4 or (variant and variant[0] not in VARIANTS):
+        raise SystemExit(f"combination {combo!r}: use method:objective:form[:variant], variant one of "
+                         f"{', '.join(VARIANTS)}")
+    cfg = config.override(base, **SETTINGS[method], LLM_OBJECTIVE=objective, PROMPT_FORM=form,
+                          LLM_TRAIN_SAMPLES=windows, LR_SCHEDULE="constant", GEN_EVAL_USERS=0)
+    return config.override(cfg, **VARIANTS[variant[0]]) if variant else cfg
 
 
 def point_ranks(method: str, cfg: dict, protocol, point: Path | None) -> tuple[pd.DataFrame, float]:
@@ -128,7 +137,8 @@ def point_row(combo, p, ranks, zero, refs, users, train_s, rank_s, n_boot) -> di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--combos", default=",".join(COMBOS), help="method:objective:form, comma-separated")
+    parser.add_argument("--combos", default=",".join(COMBOS), help="method:objective:form[:variant], comma-separated "
+                        f"(variants: {', '.join(VARIANTS)})")
     parser.add_argument("--points", default="0,64,256,1024", help="training windows, comma-separated (0: zero-shot)")
     parser.add_argument("--users", type=int, default=200, help="test users (the seeded LLM_EVAL_USERS subset)")
     parser.add_argument("--check-at", type=int, default=256, help="stop a combination after this point unless it "
@@ -139,6 +149,11 @@ def main(argv=None) -> int:
                         help="where the points' adapters are saved (not committed)")
     args = parser.parse_args(argv)
     base = config.resolve(args.profile, LLM_EVAL_USERS=args.users)
+    combos = args.combos.split(",")
+    for combo in combos:  # every combination checked before the first one runs
+        if combo.split(":")[0] not in SETTINGS:
+            raise SystemExit(f"combination {combo!r}: the method is one of {', '.join(SETTINGS)}")
+        combo_cfg(base, combo, 0)
     protocol = load_protocol(base)
     points = sorted({int(p) for p in args.points.split(",")})
     out = Path(args.out)
@@ -148,7 +163,7 @@ def main(argv=None) -> int:
     refs = {name: find_run(name, base, protocol).ranks for name in ("popularity", "sasrec")}
     print(f"learning curve: profile {args.profile}, {args.users} users, points {points}, device "
           f"{process.device_description('cpu')}, commit {process.git_commit()}", flush=True)
-    for combo in args.combos.split(","):
+    for combo in combos:
         method = combo.split(":")[0]
         zero_name = f"{method}:zeroshot:{combo.split(':')[2]}"  # zero-shot depends on the method and form only
         zero_file = ranks_dir / f"{zero_name.replace(':', '-')}.csv"
