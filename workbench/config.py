@@ -105,15 +105,16 @@ PARAMS: dict[str, Param] = {
     "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
     "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1, open_low=True),
     "WARMUP_STEPS": _p(0, "int", "SFT learning-rate warm-up steps", low=0),
-    "LR_SCHEDULE": _p("cosine", "str", "SFT learning rate after the warm-up: cosine (to 0), constant, linear (to 0) or "
-                      "cosine_floor (cosine to 10% of LLM_LEARNING_RATE)",
+    "LR_SCHEDULE": _p("constant", "str", "SFT learning rate after the warm-up: constant (cpu: a few steps learn at the "
+                      "full rate), cosine (to 0), linear (to 0) or cosine_floor (cosine to 10% of LLM_LEARNING_RATE; "
+                      "gpu)",
                       choices=("cosine", "constant", "linear", "cosine_floor")),
     "LLM_OBJECTIVE": _p("sft", "str", "LLM training loss: sft (the papers': the answer's likelihood), listwise "
                         "(cross-entropy over the row's candidates' ranking scores, the target as the label) or both",
                         choices=("sft", "listwise", "both")),
-    "PROMPT_FORM": _p("listed", "str", "LLM prompts: listed (the candidate titles listed before the question, the "
-                      "papers' form) or free (no candidate named: user and history, then each candidate's title "
-                      "scored as the answer)", choices=("listed", "free")),
+    "PROMPT_FORM": _p("free", "str", "LLM prompts: free (no candidate named: user and history, then each candidate's "
+                      "title scored as the answer) or listed (the candidate titles listed before the question, the "
+                      "papers' form)", choices=("free", "listed")),
     "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
     "LORA_R": _p(8, "int", "LoRA rank", low=1),
     "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha (> 0: 0 trains nothing)", low=0, open_low=True, high=1e6),
@@ -157,9 +158,10 @@ PROFILES: dict[str, dict] = {
     # real experiments on one GPU, sized for every notebook within an hour on one H100 with SmolLM2-135M (estimated
     # from the engine's speed-ups until measured there: docs/design.md, "The LLM engine")
     "gpu": {"EPOCHS": 200, "PATIENCE": 10, "LLM_EVAL_USERS": None, "LLM_TRAIN_SAMPLES": 20000, "LLM_EPOCHS": 2,
-            "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30, "SAVE_STEPS": 200,
-            "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2], "METHOD_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None,
-            "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2, "MAX_PROMPT_TOKENS": 1536},
+            "LLM_BATCH_SIZE": 32, "GRAD_ACCUM": 1, "LLM_LEARNING_RATE": 3e-4, "WARMUP_STEPS": 30,
+            "LR_SCHEDULE": "cosine_floor", "SAVE_STEPS": 200, "GEN_EVAL_USERS": 200, "ABLATION_SEEDS": [0, 1, 2],
+            "METHOD_SEEDS": [0, 1, 2], "ABLATION_EVAL_USERS": None, "ABLATION_TRAIN_SAMPLES": 10000, "SCORE_ORDERS": 2,
+            "MAX_PROMPT_TOKENS": 1536},
 }
 # Each method's own parameters and profile values are declared in its folder (methods/<name>/__init__.py) and added
 # here by `register` when `workbench` is imported.

@@ -41,8 +41,8 @@ def test_unknown_profile_and_parameter_are_errors_that_list_the_valid_names():
     ("SCORE_REDUCE", "max", "SCORE_REDUCE must be one of sum, mean"),
     ("LEARNING_RATE", "fast", "LEARNING_RATE must be float"),
     ("DROPOUT", 1.0, "DROPOUT must be float >= 0 < 1"),
-    ("MKV_ARMS", ["none", "rotate"], "MKV_ARMS must be a list of str from none, shuffle_candidates, shuffle_output, "
-                                     "shuffle_keys, mask, all"),
+    ("MKV_ARMS", ["none", "rotate"], "MKV_ARMS must be a list of str from none, shuffle_keys, mask, listed, "
+                                     "shuffle_candidates, shuffle_output, all"),
     ("TIE_BREAK", "random", "TIE_BREAK must be one of file_order, item_id"),
 ])
 def test_bad_values_are_refused_with_what_is_allowed(name, value, message):

@@ -98,5 +98,5 @@ def test_llm_checkpoints_are_keyed_by_training_parameters_only(smoke):
     base = key(cfg)
     for same in ({"N_BOOTSTRAP": 200}, {"GEN_EVAL_USERS": 1}, {"LLM_EVAL_USERS": 3}):
         assert key(config.override(cfg, **same)) == base, same
-    for other in ({"SEED": 1}, {"LORA_R": 4}, {"AUGMENT": "none"}):
+    for other in ({"SEED": 1}, {"LORA_R": 4}, {"AUGMENT": ["mask"]}):
         assert key(config.override(cfg, **other)) != base, other

@@ -11,11 +11,13 @@ from workbench.methods.mkv import prompts
 from workbench.recommender import get_method
 
 RAW0 = {"RAW_SHARE": 0.0}  # every training row augmented: what an augmentation does, alone
+# the paper's form and best variant (the defaults are the free prompt and a title answer)
+PAPER = {"PROMPT_FORM": "listed", "MKV_OUTPUT": "list", "AUGMENT": ["shuffle_output"]}
 
 
 @pytest.fixture(scope="module")
 def smoke():
-    cfg = config.resolve("smoke")
+    cfg = config.resolve("smoke", **PAPER)
     return cfg, load_protocol(cfg)
 
 
@@ -220,16 +222,22 @@ def test_list_answers_get_their_own_completion_budget_and_are_never_cut(smoke):
 def test_every_arm_makes_its_own_training_prompts(smoke):
     cfg, protocol = smoke
     arms = config.resolve("smoke")["MKV_ARMS"]
-    assert arms == ["none", "shuffle_candidates", "shuffle_output", "shuffle_keys", "mask", "all"] == \
+    assert arms == ["none", "shuffle_keys", "mask", "listed", "shuffle_candidates", "shuffle_output", "all"] == \
         config.resolve("gpu")["MKV_ARMS"]
-    assert config.resolve("cpu")["MKV_ARMS"] == ["none", "shuffle_output"]  # the one arm that moves at one step
+    assert config.resolve("cpu")["MKV_ARMS"] == ["none", "shuffle_output"]  # the default against the paper's best
     drawn = {}
     for arm in arms:
         rec = get_method("mkv")(config.override(cfg, **spec.arm_changes(arm), **RAW0), protocol)
         rows = rec.prompts(rec.training_view(8), 0)
         drawn[arm] = tuple(zip(rows["prompt"], rows["completion"]))
     assert len(set(drawn.values())) == len(arms)
-    assert config.resolve("smoke")["AUGMENT"] == ["shuffle_output"]  # the paper's best variant (SO)
+    for arm in arms:  # the listed family is the paper's form, scored under two orders; the others name no candidate
+        changes = spec.arm_changes(arm)
+        listed = arm in ("listed", "shuffle_candidates", "shuffle_output", "all")
+        assert (changes["PROMPT_FORM"], changes["MKV_OUTPUT"]) == (("listed", "list") if listed else ("free", "title"))
+        assert changes.get("SCORE_ORDERS", 1) == (2 if listed else 1), arm
+    defaults = config.resolve("cpu")
+    assert (defaults["PROMPT_FORM"], defaults["MKV_OUTPUT"], defaults["AUGMENT"]) == ("free", "title", ["none"])
 
 
 def test_shuffle_output_needs_a_list_answer(smoke):

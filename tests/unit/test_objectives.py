@@ -57,14 +57,16 @@ def test_a_free_prompt_names_no_candidate_and_is_scored_in_one_order(smoke, name
         for ids, cands in zip(rows["soft_ids"], view["candidates"]):
             assert not set(map(int, ids)) & set(map(int, cands))
     assert rec.n_orders("batched") == 1
-    listed = get_method(name)(config.override(cfg, SCORE_ORDERS=2, **FREE[name]), protocol)
+    listed = get_method(name)(config.override(cfg, PROMPT_FORM="listed", SCORE_ORDERS=2, **FREE[name]), protocol)
     assert listed.n_orders("batched") == 2 and "Candidates:" in listed.prompts(view)["prompt"][0]
 
 
 def test_mkv_refuses_a_free_prompt_with_a_list_answer_or_a_candidate_shuffle(smoke):
     cfg, protocol = smoke
+    assert (cfg["PROMPT_FORM"], cfg["MKV_OUTPUT"], cfg["AUGMENT"]) == ("free", "title", ["none"])  # the defaults
+    get_method("mkv")(cfg, protocol)
     with pytest.raises(ValueError, match="set MKV_OUTPUT=title"):
-        get_method("mkv")(config.override(cfg, PROMPT_FORM="free"), protocol)
+        get_method("mkv")(config.override(cfg, PROMPT_FORM="free", MKV_OUTPUT="list"), protocol)
     with pytest.raises(ValueError, match="shuffle_candidates reorders listed candidates"):
         get_method("mkv")(config.override(cfg, PROMPT_FORM="free", MKV_OUTPUT="title",
                                           AUGMENT=["shuffle_candidates"]), protocol)
