@@ -13,10 +13,13 @@ the per-user ranks of each point go to results/benchmarks/learning_curve/<combin
 Reproduce (cpu, SmolLM2-135M, 2 cores; hours: run it in its own checkout and cache, in the background):
   WORKBENCH_CACHE=/tmp/lc-cache .venv/bin/python benchmarks/learning_curve.py --points 0,64,256,1024 --users 200
 `--profile smoke --points 0,8,16 --users 6` checks the plumbing in a minute (the tiny model learns nothing).
+A fourth field varies one training setting of a combination against the same zero-shot model: `rsllm:sft:free:mlp`
+(LoRA on the MLP too), `mkv:sft:free:LLM_LEARNING_RATE=2e-3`.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import shutil
 import sys
 import time
@@ -44,7 +47,8 @@ SETTINGS = {"mkv": {"MKV_OUTPUT": "title", "AUGMENT": ["none"]},
             "rsllm": {"RSLLM_PROMPT": "unified", "RSLLM_STAGES": 1}}
 COMBOS = [f"{m}:{o}:{f}" for m in SETTINGS for f in ("free", "listed") for o in ("sft", "listwise")]
 # an optional fourth field changes one training setting (the zero-shot model is shared): mlp adds LoRA to the MLP
-# projections; cosine decays the learning rate to 0 over the run (only its largest point has seen the whole schedule)
+# projections; cosine decays the learning rate to 0 over the run (only its largest point has seen the whole schedule);
+# PARAM=VALUE sets one parameter (e.g. LLM_LEARNING_RATE=2e-3)
 VARIANTS = {"mlp": {"LORA_TARGETS": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "cosine": {"LR_SCHEDULE": "cosine"}}
 OUT = ROOT / "results" / "benchmarks"
@@ -72,16 +76,30 @@ class SavePoints(TrainerCallback):
         tmp.rename(self.folder / f"point-{windows}")
 
 
+def variant_changes(variant: str) -> dict:
+    """A named variant's settings, or PARAM=VALUE (VALUE a Python literal, else a string)."""
+    if variant in VARIANTS:
+        return VARIANTS[variant]
+    name, sep, value = variant.partition("=")
+    if not sep:
+        raise SystemExit(f"variant {variant!r}: use one of {', '.join(VARIANTS)} or PARAM=VALUE")
+    try:
+        value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass
+    return {name: value}
+
+
 def combo_cfg(base: dict, combo: str, windows: int) -> dict:
     """The parameters of one combination (method:objective:form[:variant]) trained on `windows` windows."""
     parts = combo.split(":")
-    method, objective, form, *variant = parts + [""] * (3 - len(parts))
-    if not 3 <= len(parts) <= 4 or (variant and variant[0] not in VARIANTS):
+    if not 3 <= len(parts) <= 4:
         raise SystemExit(f"combination {combo!r}: use method:objective:form[:variant], variant one of "
-                         f"{', '.join(VARIANTS)}")
+                         f"{', '.join(VARIANTS)} or PARAM=VALUE")
+    method, objective, form = parts[:3]
     cfg = config.override(base, **SETTINGS[method], LLM_OBJECTIVE=objective, PROMPT_FORM=form,
                           LLM_TRAIN_SAMPLES=windows, LR_SCHEDULE="constant", GEN_EVAL_USERS=0)
-    return config.override(cfg, **VARIANTS[variant[0]]) if variant else cfg
+    return config.override(cfg, **variant_changes(parts[3])) if len(parts) == 4 else cfg
 
 
 def point_ranks(method: str, cfg: dict, protocol, point: Path | None) -> tuple[pd.DataFrame, float]:
@@ -138,7 +156,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--combos", default=",".join(COMBOS), help="method:objective:form[:variant], comma-separated "
-                        f"(variants: {', '.join(VARIANTS)})")
+                        f"(variants: {', '.join(VARIANTS)}, PARAM=VALUE)")
     parser.add_argument("--points", default="0,64,256,1024", help="training windows, comma-separated (0: zero-shot)")
     parser.add_argument("--users", type=int, default=200, help="test users (the seeded LLM_EVAL_USERS subset)")
     parser.add_argument("--check-at", type=int, default=256, help="stop a combination after this point unless it "

@@ -55,9 +55,10 @@ def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_
 
 
 @pytest.mark.parametrize("combos, message", [("mkv:sft", "use method:objective:form"),
-                                             ("mkv:sft:free:wide", "variant one of mlp, cosine"),
+                                             ("mkv:sft:free:wide", "use one of mlp, cosine or PARAM=VALUE"),
+                                             ("mkv:sft:free:LLM_LEARNING_RATE=fast", "LLM_LEARNING_RATE must be"),
                                              ("bdlm:sft:free", "the method is one of mkv, rsllm")])
 def test_a_bad_combination_is_refused_before_anything_runs(curve, tmp_path, combos, message):
-    with pytest.raises((SystemExit, ValueError), match=message):
+    with pytest.raises((SystemExit, config.ConfigError), match=message):
         curve.main(_args(tmp_path, f"mkv:sft:free,{combos}"))
     assert not (tmp_path / "curve.csv").exists()
