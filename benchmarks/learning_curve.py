@@ -161,6 +161,8 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=200, help="test users (the seeded LLM_EVAL_USERS subset)")
     parser.add_argument("--check-at", type=int, default=256, help="stop a combination after this point unless it "
                         "beats its zero-shot (0: never stop early)")
+    parser.add_argument("--check-only", action="store_true", help="train and evaluate up to --check-at only; a "
+                        "later run without it continues from the checkpoint")
     parser.add_argument("--out", default=str(OUT / "learning_curve.csv"))
     parser.add_argument("--figure", default=str(ROOT / "figures" / "learning_curve.png"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "learning_curve"),
@@ -193,6 +195,7 @@ def main(argv=None) -> int:
         folder = Path(args.work) / args.profile / combo.replace(":", "-")  # the saved points
         seconds, stopped = 0.0, False
         stages = [[p for p in points if p <= args.check_at], points] if args.check_at else [points]
+        stages = stages[:1] if args.check_only else stages
         for stage in stages:
             todo = [p for p in stage if not ((done["combo"] == combo) & (done["windows"] == p)).any()]
             if stopped or not todo:

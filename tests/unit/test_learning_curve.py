@@ -26,28 +26,32 @@ def _isolated(run_folders):
     """Every test here writes its runs and checkpoints to its own temporary folders."""
 
 
-def _args(tmp_path, combos, points="0,8"):
-    return ["--profile", "smoke", "--points", points, "--users", "4", "--check-at", "0", "--combos", combos,
+def _args(tmp_path, combos, points="0,8,16", check=("--check-at", "0")):
+    return ["--profile", "smoke", "--points", points, "--users", "4", *check, "--combos", combos,
             "--out", str(tmp_path / "curve.csv"), "--figure", str(tmp_path / "curve.png"),
             "--work", str(tmp_path / "work")]
 
 
-def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_path):
+def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_path, capsys):
     torch.set_num_threads(1)
     cfg = config.resolve("smoke")
     protocol = load_protocol(cfg)
     for name in ("popularity", "sasrec"):
         run_method(name, cfg, protocol)
     combos = "rsllm:listwise:free:mlp"
-    assert curve.main(_args(tmp_path, combos)) == 0
+    assert curve.main(_args(tmp_path, combos, check=("--check-at", "8", "--check-only"))) == 0
     done = pd.read_csv(tmp_path / "curve.csv")
-    assert sorted(zip(done["combo"], done["windows"])) == [(combos, 0), (combos, 8)]
+    assert sorted(zip(done["combo"], done["windows"])) == [(combos, 0), (combos, 8)]  # stopped at the check
+    capsys.readouterr()
+    assert curve.main(_args(tmp_path, combos)) == 0  # resumes the stopped training to the last point
+    assert "resuming from" in capsys.readouterr().out
+    done = pd.read_csv(tmp_path / "curve.csv")
+    assert sorted(zip(done["combo"], done["windows"])) == [(combos, 0), (combos, 8), (combos, 16)]
     assert (done["users"] == 4).all() and done["ndcg10"].between(0, 1).all()
     zero = done[done["windows"] == 0]
     assert (zero["vs_zeroshot"] == 0).all() and zero["vs_sasrec"].notna().all()
     assert (tmp_path / "curve.png").stat().st_size > 0
-    assert (tmp_path / "work" / "smoke" / "rsllm-listwise-free-mlp" / "point-8" / "adapter_config.json").exists()
-    adapter = (tmp_path / "work" / "smoke" / "rsllm-listwise-free-mlp" / "point-8" / "adapter_config.json").read_text()
+    adapter = (tmp_path / "work" / "smoke" / "rsllm-listwise-free-mlp" / "point-16" / "adapter_config.json").read_text()
     assert "down_proj" in adapter  # the variant reached the trainer
     before = (tmp_path / "curve.csv").read_text()
     assert curve.main(_args(tmp_path, combos)) == 0  # every point done: nothing trained or ranked again
