@@ -115,6 +115,8 @@ PARAMS: dict[str, Param] = {
     "PROMPT_FORM": _p("free", "str", "LLM prompts: free (no candidate named: user and history, then each candidate's "
                       "title scored as the answer) or listed (the candidate titles listed before the question, the "
                       "papers' form)", choices=("free", "listed")),
+    "DTYPE": _p(None, "str", "LLM weights' dtype: bf16 or fp32; None = bf16 on CUDA, fp32 on CPU (bf16 on CPU runs the "
+                "gpu code paths, slowly)", choices=("bf16", "fp32"), optional=True),
     "SAVE_STEPS": _p(25, "int", "SFT checkpoint interval in steps (resume after an interruption)", low=1),
     "LORA_R": _p(8, "int", "LoRA rank", low=1),
     "LORA_ALPHA": _p(16, "float", "LoRA scaling alpha (> 0: 0 trains nothing)", low=0, open_low=True, high=1e6),

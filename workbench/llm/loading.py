@@ -119,8 +119,15 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def default_dtype(device: str) -> torch.dtype:
-    """bf16 on CUDA, fp32 elsewhere."""
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}  # DTYPE values
+
+
+def default_dtype(device: str, name: str | None = None) -> torch.dtype:
+    """DTYPE `name` (bf16 | fp32) as a torch dtype; None: bf16 on CUDA, fp32 elsewhere."""
+    if name is not None:
+        if name not in DTYPES:
+            raise ValueError(f"DTYPE must be one of {', '.join(DTYPES)} or None, got {name!r}")
+        return DTYPES[name]
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 

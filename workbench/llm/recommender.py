@@ -21,13 +21,13 @@ from ..data.splits import seeded_subset, select_users, training_candidates
 from ..recommender import Recommender, get_spec
 from . import scoring
 from .listwise import RankingSFTTrainer, ranking_rows
-from .loading import load_llm, model_identity, set_attention
+from .loading import default_dtype, load_llm, model_identity, set_attention
 from .prompting import Catalog
 from .sft import checkpoint_dir, train_sft
 
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
                 "WARMUP_STEPS", "LR_SCHEDULE", "LLM_OBJECTIVE", "PROMPT_FORM", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
-                "LORA_TARGETS", "MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION")
+                "LORA_TARGETS", "MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION", "DTYPE")
 
 
 def data_text(cfg: dict, protocol) -> dict:
@@ -86,7 +86,8 @@ class LLMRecommender(Recommender):
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)
         self.catalog = Catalog(protocol.data.users, protocol.data.items)
-        self.model, self.tokenizer = load_llm(cfg["MODEL"], device, tiny_texts=self.corpus(), seed=cfg["SEED"])
+        self.model, self.tokenizer = load_llm(cfg["MODEL"], device, default_dtype(device, cfg["DTYPE"]),
+                                              tiny_texts=self.corpus(), seed=cfg["SEED"])
         set_attention(self.model, cfg["ATTENTION"])
         self.adapter, self.sft_rows, self.train_prompt_tokens = None, 0, []
         self.last_prompts, self.last_ranks, self.generation = [], None, {}

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from . import softtokens
+from .loading import default_dtype
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -206,6 +207,7 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
     """SFTConfig built explicitly: completion-only loss, CPU-safe or bf16 settings, checkpoints for resume."""
     from trl import SFTConfig
     on_gpu = str(device).startswith("cuda")
+    half = default_dtype(device, cfg["DTYPE"]) == torch.bfloat16  # bf16 weights train under bf16 autocast (CPU too)
     return SFTConfig(
         output_dir=str(output_dir), num_train_epochs=1, per_device_train_batch_size=cfg["LLM_BATCH_SIZE"],
         gradient_accumulation_steps=cfg["GRAD_ACCUM"], learning_rate=cfg["LLM_LEARNING_RATE"],
@@ -213,7 +215,7 @@ def sft_config(cfg: dict, output_dir: Path, device: str, max_length: int):
         completion_only_loss=True, logging_steps=1, logging_nan_inf_filter=False, save_strategy="steps",
         save_steps=cfg["SAVE_STEPS"],
         **{"max_length": max_length, **packing_options(cfg["SFT_PACKING"])},
-        save_total_limit=2, report_to="none", seed=cfg["SEED"], data_seed=cfg["SEED"], bf16=on_gpu, fp16=False,
+        save_total_limit=2, report_to="none", seed=cfg["SEED"], data_seed=cfg["SEED"], bf16=half, fp16=False,
         use_cpu=not on_gpu, activation_checkpointing=False, dataloader_pin_memory=on_gpu, dataloader_num_workers=0,
         disable_tqdm=False, save_only_model=False, remove_unused_columns=True, ddp_find_unused_parameters=False,
     )

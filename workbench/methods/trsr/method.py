@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ...llm.loading import load_llm, model_identity
+from ...llm.loading import default_dtype, load_llm, model_identity
 from ...llm.prompting import is_listed
 from ...llm.recommender import LLMRecommender, prompt_lengths
 from ...recommender import implements
@@ -69,7 +69,8 @@ class LLMTRSR(LLMRecommender):
         if name is None:
             return self.model, self.tokenizer, self.base_name
         if self._summarizer is None:
-            model, tokenizer = load_llm(name, self.device, tiny_texts=self.corpus(), seed=self.cfg["SEED"])
+            model, tokenizer = load_llm(name, self.device, default_dtype(self.device, self.cfg["DTYPE"]),
+                                        tiny_texts=self.corpus(), seed=self.cfg["SEED"])
             model.requires_grad_(False)
             self._summarizer = (model, tokenizer, f"{name}@{weights_digest(model)}")
         return self._summarizer

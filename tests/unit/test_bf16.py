@@ -1,0 +1,62 @@
+"""The gpu code paths on CPU (DTYPE=bf16): every registered LLM method fits and ranks with bf16 weights, its
+soft-token projector (if any) stays fp32, its losses are finite and its adapter moved.
+Reproduce: `python -m pytest tests/unit/test_bf16.py`.
+"""
+import numpy as np
+import pytest
+import torch
+
+from workbench import config, results
+from workbench.data.protocol import load_protocol
+from workbench.llm.recommender import LLMRecommender
+from workbench.methods.pipeline import run_method
+from workbench.recommender import REGISTRY, get_method
+
+SMALL = dict(EPOCHS=1, LLM_EVAL_USERS=4, LLM_TRAIN_SAMPLES=8, GEN_EVAL_USERS=0, BDLM_ROUNDS=1, DOMAIN_STEPS=2,
+             BDLM_VALID_USERS=4, SUMMARY_TOKENS=8, DTYPE="bf16", SCORE_ORDERS=2)
+LLM_METHODS = [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke setting in bf16 and a saved SASRec run (RSLLM's ID table, BDLM's domain model), in own folders."""
+    folder = tmp_path_factory.mktemp("bf16")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(results.RESULTS_ENV, str(folder / "results"))
+        mp.setenv("WORKBENCH_CHECKPOINTS", str(folder / "checkpoints"))
+        mp.setenv("WORKBENCH_SUMMARIES", str(folder / "summaries"))
+        torch.set_num_threads(1)
+        cfg = config.resolve("smoke", **SMALL)
+        protocol = load_protocol(cfg)
+        run_method("sasrec", cfg, protocol)
+        yield cfg, protocol
+
+
+def test_every_llm_method_is_covered():
+    assert set(LLM_METHODS) == {"mkv", "trsr", "rsllm", "bdlm"}
+
+
+@pytest.mark.parametrize("name", LLM_METHODS)
+def test_every_llm_method_fits_and_ranks_in_bf16_on_cpu(smoke, name):
+    cfg, protocol = smoke
+    run = run_method(name, cfg, protocol)
+    assert len(run.log) and np.isfinite(run.log["loss"]).all(), name
+    assert run.ranks["rank"].between(1, cfg["N_NEGATIVES"] + 1).all() and len(run.ranks) == 4, name
+    model = run.recommender.model
+    base = {n: p.dtype for n, p in model.named_parameters() if "lora_" not in n and "soft_embedder" not in n}
+    assert set(base.values()) == {torch.bfloat16}, [n for n, d in base.items() if d != torch.bfloat16][:3]
+    if run.recommender.soft_embedder is not None:  # the projector trains in fp32; it is cast where it is spliced in
+        assert {p.dtype for p in run.recommender.soft_embedder.parameters()} == {torch.float32}, name
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]  # zero at the start: moved if trained
+    assert lora_b and any(p.detach().float().abs().sum() > 0 for p in lora_b), f"{name}: LoRA did not move"
+    record = results.load_run(run.run_id).record
+    assert record["parameters"]["DTYPE"] == "bf16"
+
+
+def test_bf16_and_fp32_runs_are_different_runs(smoke):
+    cfg, protocol = smoke
+    mkv = get_method("mkv")
+    assert mkv.run_key(cfg, protocol) != mkv.run_key(config.override(cfg, DTYPE="fp32"), protocol)
+    assert mkv.run_key(config.override(cfg, DTYPE=None), protocol) != mkv.run_key(cfg, protocol)
+    with pytest.raises(config.ConfigError, match="DTYPE must be one of bf16, fp32"):
+        config.override(cfg, DTYPE="fp16")
