@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import shutil
 import sys
 import time
@@ -48,7 +49,10 @@ SETTINGS = {"mkv": {"MKV_OUTPUT": "title", "AUGMENT": ["none"]},
 COMBOS = [f"{m}:{o}:{f}" for m in SETTINGS for f in ("free", "listed") for o in ("sft", "listwise")]
 # an optional fourth field changes one training setting (the zero-shot model is shared): mlp adds LoRA to the MLP
 # projections; cosine decays the learning rate to 0 over the run (only its largest point has seen the whole schedule);
-# PARAM=VALUE sets one parameter (e.g. LLM_LEARNING_RATE=2e-3)
+# PARAM=VALUE sets one training-only parameter (e.g. LLM_LEARNING_RATE=2e-3): one that cannot change how the
+# untrained model ranks, so the combination's zero-shot reference stays the one of its method and form
+TRAINING_ONLY = ("LLM_LEARNING_RATE", "LR_SCHEDULE", "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
+                 "LORA_TARGETS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_EPOCHS")
 VARIANTS = {"mlp": {"LORA_TARGETS": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "cosine": {"LR_SCHEDULE": "cosine"}}
 OUT = ROOT / "results" / "benchmarks"
@@ -77,12 +81,17 @@ class SavePoints(TrainerCallback):
 
 
 def variant_changes(variant: str) -> dict:
-    """A named variant's settings, or PARAM=VALUE (VALUE a Python literal, else a string)."""
+    """A named variant's settings, or PARAM=VALUE for a TRAINING_ONLY parameter (VALUE a Python literal, else a
+    string)."""
     if variant in VARIANTS:
         return VARIANTS[variant]
     name, sep, value = variant.partition("=")
     if not sep:
         raise SystemExit(f"variant {variant!r}: use one of {', '.join(VARIANTS)} or PARAM=VALUE")
+    if name not in TRAINING_ONLY:
+        raise SystemExit(f"variant {variant!r}: {name} may change how the untrained model ranks, and the combination "
+                         f"is paired with its method's and form's zero-shot: vary one of {', '.join(TRAINING_ONLY)}, "
+                         f"or add a method setting to SETTINGS")
     try:
         value = ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -100,6 +109,20 @@ def combo_cfg(base: dict, combo: str, windows: int) -> dict:
     cfg = config.override(base, **SETTINGS[method], LLM_OBJECTIVE=objective, PROMPT_FORM=form,
                           LLM_TRAIN_SAMPLES=windows, LR_SCHEDULE="constant", GEN_EVAL_USERS=0)
     return config.override(cfg, **variant_changes(parts[3])) if len(parts) == 4 else cfg
+
+
+def check_setting(path: Path, setting: dict) -> None:
+    """Record what every row and saved rank of this curve shares (profile, users, model, seed, dtype) beside its CSV,
+    and refuse to add to a curve made with another: its zero-shot ranks and done points would be mismatched."""
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != setting:
+            diff = ", ".join(f"{k} {saved.get(k)!r} (now {v!r})" for k, v in setting.items() if saved.get(k) != v)
+            raise SystemExit(f"{path.with_suffix('.csv')} holds a curve made with {diff}: give --out another file "
+                             f"(or the same settings)")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(setting, indent=1) + "\n"))
 
 
 def point_ranks(method: str, cfg: dict, protocol, point: Path | None) -> tuple[pd.DataFrame, float]:
@@ -177,6 +200,8 @@ def main(argv=None) -> int:
     protocol = load_protocol(base)
     points = sorted({int(p) for p in args.points.split(",")})
     out = Path(args.out)
+    check_setting(out.with_suffix(".json"), {"profile": args.profile, "users": args.users, "model": base["MODEL"],
+                                             "seed": base["SEED"], "dtype": base["DTYPE"]})
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["combo", "windows"])
     ranks_dir = out.with_suffix("")
     ranks_dir.mkdir(parents=True, exist_ok=True)

@@ -61,8 +61,23 @@ def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_
 @pytest.mark.parametrize("combos, message", [("mkv:sft", "use method:objective:form"),
                                              ("mkv:sft:free:wide", "use one of mlp, cosine or PARAM=VALUE"),
                                              ("mkv:sft:free:LLM_LEARNING_RATE=fast", "LLM_LEARNING_RATE must be"),
+                                             ("mkv:sft:free:SCORE_REDUCE='mean'", "may change how the untrained"),
                                              ("bdlm:sft:free", "the method is one of mkv, rsllm")])
 def test_a_bad_combination_is_refused_before_anything_runs(curve, tmp_path, combos, message):
     with pytest.raises((SystemExit, config.ConfigError), match=message):
         curve.main(_args(tmp_path, f"mkv:sft:free,{combos}"))
     assert not (tmp_path / "curve.csv").exists()
+
+
+def test_named_variants_change_training_only(curve):
+    """A variant shares its method's and form's zero-shot reference: it must not change how the untrained model ranks."""
+    assert all(set(changes) <= set(curve.TRAINING_ONLY) for changes in curve.VARIANTS.values())
+
+
+def test_a_curve_is_not_extended_with_other_users_or_another_profile(curve, tmp_path):
+    """Its zero-shot ranks and done points were made with the first settings: mixing would pair mismatched users."""
+    setting = tmp_path / "curve.json"
+    curve.check_setting(setting, {"profile": "cpu", "users": 200})
+    curve.check_setting(setting, {"profile": "cpu", "users": 200})  # the same: accepted
+    with pytest.raises(SystemExit, match="users 200 \\(now 100\\): give --out another file"):
+        curve.check_setting(setting, {"profile": "cpu", "users": 100})
