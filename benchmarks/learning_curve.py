@@ -186,6 +186,7 @@ def main(argv=None) -> int:
                         "beats its zero-shot (0: never stop early)")
     parser.add_argument("--check-only", action="store_true", help="train and evaluate up to --check-at only; a "
                         "later run without it continues from the checkpoint")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the figure from the CSV, run nothing")
     parser.add_argument("--out", default=str(OUT / "learning_curve.csv"))
     parser.add_argument("--figure", default=str(ROOT / "figures" / "learning_curve.png"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "learning_curve"),
@@ -200,6 +201,9 @@ def main(argv=None) -> int:
     protocol = load_protocol(base)
     points = sorted({int(p) for p in args.points.split(",")})
     out = Path(args.out)
+    if args.plot_only:
+        plot(pd.read_csv(out), Path(args.figure), base, args.users)
+        return 0
     check_setting(out.with_suffix(".json"), {"profile": args.profile, "users": args.users, "model": base["MODEL"],
                                              "seed": base["SEED"], "dtype": base["DTYPE"]})
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["combo", "windows"])
@@ -250,16 +254,29 @@ def main(argv=None) -> int:
     return 0
 
 
+def label(combo: str) -> str:
+    """A combination as the figure names it: 'RSLLM, sft, free prompt, LLM_LEARNING_RATE=2e-3'."""
+    method, objective, form, *variant = combo.split(":")
+    return ", ".join([method.upper(), objective, f"{form} prompt", *variant])
+
+
 def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
-    """NDCG@10 [CI] against windows, one line per combination; Popularity, SASRec and random as reference lines."""
+    """Left: NDCG@10 [CI] against windows, one line per combination, with Popularity, SASRec and random on the same
+    users.  Right: each point's paired difference [CI] against its combination's own zero-shot model."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for combo, rows in done.sort_values("windows").groupby("combo", sort=False):
-        x = rows["windows"].clip(lower=8)  # 0 (zero-shot) drawn at the left edge of the log axis
-        ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
-                    marker="o", capsize=3, label=combo)
+    fig, (ax, gain) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [1.15, 1]})
+    groups = list(done.sort_values("windows").groupby("combo", sort=False))
+    ticks = sorted(done["windows"].unique())
+    for k, (combo, rows) in enumerate(groups):
+        # 0 (zero-shot) drawn at the left edge of the log axis; the combinations side by side, so every CI shows
+        x = rows["windows"].clip(lower=8) * 2 ** (0.06 * (k - (len(groups) - 1) / 2))
+        line = ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
+                           marker="o", capsize=3, label=label(combo))
+        gain.errorbar(x, rows["vs_zeroshot"], yerr=[rows["vs_zeroshot"] - rows["vs_zeroshot_low"],
+                                                   rows["vs_zeroshot_high"] - rows["vs_zeroshot"]],
+                      marker="o", capsize=3, color=line[0].get_color())
     first = done.iloc[0] if len(done) else None
     if first is not None:
         for name, style in (("popularity", ":"), ("sasrec", "--")):
@@ -267,15 +284,22 @@ def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
             ax.axhline(level, color="gray", linestyle=style, label=f"{name} ({level:.3f})")
     ax.axhline(metrics.chance_level("NDCG@10", cfg["N_NEGATIVES"] + 1), color="black", linewidth=0.8,
                label="random")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("training windows (leftmost point: zero-shot)")
+    gain.axhline(0, color="black", linewidth=0.8)
+    for a in (ax, gain):
+        a.set_xscale("log", base=2)
+        a.set_xticks([max(t, 8) for t in ticks], ["0 (zero-shot)" if t == 0 else str(t) for t in ticks])
+        a.minorticks_off()
+        a.set_xlabel("training windows")
     ax.set_ylabel(f"test NDCG@10, {users} users (95% CI)")
-    ax.set_title(f"Learning curve, profile {cfg['PROFILE']}, seed {cfg['SEED']}, {cfg['MODEL']}, "
-                 f"{process.device_description('cpu')}, commit {process.git_commit()}", fontsize=9)
+    gain.set_ylabel("NDCG@10 minus the combination's zero-shot (paired, 95% CI)")
     ax.legend(fontsize=8, ncol=2)
+    commits = ", ".join(sorted({str(c)[:7] for c in done["commit"]})) if len(done) else process.git_commit()[:7]
+    fig.suptitle(f"Learning curve: profile {cfg['PROFILE']}, seed {cfg['SEED']}, {cfg['MODEL']}, the same {users} "
+                 f"test users for every point, {process.device_description('cpu')}, commit {commits}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     print(f"figure: {path}")
 
 
