@@ -52,7 +52,7 @@ COMBOS = [f"{m}:{o}:{f}" for m in SETTINGS for f in ("free", "listed") for o in 
 # PARAM=VALUE sets one training-only parameter (e.g. LLM_LEARNING_RATE=2e-3): one that cannot change how the
 # untrained model ranks, so the combination's zero-shot reference stays the one of its method and form
 TRAINING_ONLY = ("LLM_LEARNING_RATE", "LR_SCHEDULE", "WARMUP_STEPS", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
-                 "LORA_TARGETS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_EPOCHS")
+                 "LORA_TARGETS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_EPOCHS", "LISTWISE_TEMPERATURE")
 VARIANTS = {"mlp": {"LORA_TARGETS": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "cosine": {"LR_SCHEDULE": "cosine"}}
 OUT = ROOT / "results" / "benchmarks"

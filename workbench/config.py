@@ -112,6 +112,9 @@ PARAMS: dict[str, Param] = {
     "LLM_OBJECTIVE": _p("sft", "str", "LLM training loss: sft (the papers': the answer's likelihood), listwise "
                         "(cross-entropy over the row's candidates' ranking scores, the target as the label) or both",
                         choices=("sft", "listwise", "both")),
+    "LISTWISE_TEMPERATURE": _p(1.0, "float", "listwise objective: the candidates' summed title log-likelihoods are "
+                               "divided by this before the softmax (> 1 softens it; the ranking's order is unchanged)",
+                               low=0, open_low=True, high=1000),
     "PROMPT_FORM": _p("free", "str", "LLM prompts: free (no candidate named: user and history, then each candidate's "
                       "title scored as the answer) or listed (the candidate titles listed before the question, the "
                       "papers' form)", choices=("free", "listed")),

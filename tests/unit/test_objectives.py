@@ -99,6 +99,21 @@ def test_the_listwise_loss_is_the_cross_entropy_of_the_target_among_the_candidat
         listwise.Ranking([item], [2])
 
 
+def test_the_listwise_temperature_divides_the_scores_before_the_softmax_and_must_be_positive(catalog):
+    """Summed title log-likelihoods lie tens of nats apart: the softmax is one-hot unless a temperature softens it."""
+    scores, target = torch.tensor([[-20.0, -35.0, -50.0]]), torch.tensor([1])
+    assert torch.isclose(listwise.listwise_loss(scores, target, 10.0), listwise.listwise_loss(scores / 10, target))
+    assert listwise.listwise_loss(scores, target, 10.0) < listwise.listwise_loss(scores, target)
+    with pytest.raises(ValueError, match="LISTWISE_TEMPERATURE must be > 0"):
+        listwise.Ranking([], [], "listwise", temperature=0.0)
+    tok = load_llm("tiny", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)[1]
+    rows = pd.DataFrame({"prompt": ["a prompt"], "completion": [catalog.title(2)], "candidates": [[1, 2, 3]],
+                         "target": [2]})
+    assert listwise.ranking_rows(tok, rows, catalog, "listwise", temperature=5.0)[1].temperature == 5.0
+    with pytest.raises(config.ConfigError, match="LISTWISE_TEMPERATURE must be"):
+        config.resolve("smoke", LISTWISE_TEMPERATURE=0.0)
+
+
 def test_ranking_rows_need_the_target_among_the_candidates_once(catalog):
     tok = load_llm("tiny", tiny_texts=[catalog.title(i) for i in catalog.items], seed=0)[1]
     rows = pd.DataFrame({"prompt": ["a prompt"], "completion": [catalog.title(5)], "candidates": [[1, 2, 3]],

@@ -29,16 +29,19 @@ OBJECTIVES = ("sft", "listwise", "both")
 @dataclass
 class Ranking:
     """What the ranking term scores for each training row (by its `row` column): the engine item (prompt and
-    candidate title ids, as ranking scores them), the target's index among the item's candidates; the objective and
-    the title reduction (SCORE_REDUCE)."""
+    candidate title ids, as ranking scores them), the target's index among the item's candidates; the objective, the
+    title reduction (SCORE_REDUCE) and the listwise softmax's temperature (LISTWISE_TEMPERATURE)."""
     items: list[Item]
     targets: list[int]
     objective: str = "sft"
     reduce: str = "sum"
+    temperature: float = 1.0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"LLM_OBJECTIVE must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"LISTWISE_TEMPERATURE must be > 0, got {self.temperature!r}")
         if len(self.items) != len(self.targets):
             raise ValueError(f"{len(self.items)} ranking items for {len(self.targets)} targets: give one of each per row")
         for k, (item, target) in enumerate(zip(self.items, self.targets)):
@@ -47,7 +50,7 @@ class Ranking:
 
 
 def ranking_rows(tokenizer, rows: pd.DataFrame, catalog, objective: str, reduce: str = "sum",
-                 terminator: str | None = None) -> tuple[pd.DataFrame, Ranking]:
+                 terminator: str | None = None, temperature: float = 1.0) -> tuple[pd.DataFrame, Ranking]:
     """SFT rows (prompt, completion, candidates, target) with a `row` column, and their `Ranking`: each row's prompt
     followed by each candidate's title (ended as ranking ends it: `terminator`, None = end-of-turn)."""
     missing = [c for c in ("prompt", "candidates", "target") if c not in rows]
@@ -61,15 +64,17 @@ def ranking_rows(tokenizer, rows: pd.DataFrame, catalog, objective: str, reduce:
             raise ValueError(f"target {target} is not among its row's candidates once: rank the view's candidates")
         targets.append(cands.index(int(target)))
     items = make_items(tokenizer, rows["prompt"], titles, terminator=terminator)
-    return rows.assign(row=range(len(rows))), Ranking(items, targets, objective, reduce)
+    return rows.assign(row=range(len(rows))), Ranking(items, targets, objective, reduce, temperature)
 
 
-def listwise_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of -log softmax(scores)[target]; scores (rows, candidates), targets (rows,) indices."""
+def listwise_loss(scores: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean over rows of -log softmax(scores / temperature)[target]; scores (rows, candidates), targets (rows,)
+    indices.  The temperature keeps the ranking's order and softens a softmax that summed title log-likelihoods
+    (tens of nats apart) make nearly one-hot."""
     if scores.ndim != 2 or scores.shape[0] != targets.shape[0]:
         raise ValueError(f"scores {tuple(scores.shape)} and targets {tuple(targets.shape)}: one row of candidate "
                          f"scores per target")
-    return F.cross_entropy(scores.float(), targets.to(scores.device))
+    return F.cross_entropy(scores.float() / temperature, targets.to(scores.device))
 
 
 class RankingSFTTrainer(SoftTokenSFTTrainer):
@@ -116,7 +121,7 @@ class RankingSFTTrainer(SoftTokenSFTTrainer):
                 self.batch_scores = self.candidate_scores(inputs["soft_ids"], rows)
             if self.objective != "sft":
                 targets = torch.tensor([self.ranking.targets[r] for r in rows], dtype=torch.long)
-                terms["loss_listwise"] = listwise_loss(self.batch_scores, targets)
+                terms["loss_listwise"] = listwise_loss(self.batch_scores, targets, self.ranking.temperature)
                 part = terms["loss_listwise"] / steps
                 total = part if total is None else total + part
         self.log_terms(terms)

@@ -26,8 +26,9 @@ from .prompting import Catalog
 from .sft import checkpoint_dir, train_sft
 
 TRAIN_PARAMS = ("MODEL", "SEED", "LLM_TRAIN_SAMPLES", "LLM_EPOCHS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_LEARNING_RATE",
-                "WARMUP_STEPS", "LR_SCHEDULE", "LLM_OBJECTIVE", "PROMPT_FORM", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
-                "LORA_TARGETS", "MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS", "SFT_PACKING", "ATTENTION", "DTYPE")
+                "WARMUP_STEPS", "LR_SCHEDULE", "LLM_OBJECTIVE", "LISTWISE_TEMPERATURE", "PROMPT_FORM", "LORA_R",
+                "LORA_ALPHA", "LORA_DROPOUT", "LORA_TARGETS", "MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS",
+                "SFT_PACKING", "ATTENTION", "DTYPE")
 
 
 def data_text(cfg: dict, protocol) -> dict:
@@ -164,7 +165,7 @@ class LLMRecommender(Recommender):
         if objective == "sft":
             return rows.assign(row=range(len(rows))), {}
         rows, ranking = ranking_rows(self.tokenizer, rows, self.catalog, objective, self.cfg["SCORE_REDUCE"],
-                                     self.score_terminator())
+                                     self.score_terminator(), self.cfg["LISTWISE_TEMPERATURE"])
         return rows, {"trainer_cls": RankingSFTTrainer, "ranking": ranking}
 
     def checkpoint_key(self) -> dict:

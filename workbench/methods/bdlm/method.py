@@ -235,7 +235,8 @@ class BDLM(LLMRecommender):
         self.train_prompt_tokens = prompt_lengths(self.tokenizer, first["prompt"])
         view = self.round_view()
         rows, self.ranking = ranking_rows(self.tokenizer, with_candidates(self.prompts(view), view), self.catalog,
-                                          self.cfg["LLM_OBJECTIVE"], self.cfg["SCORE_REDUCE"])
+                                          self.cfg["LLM_OBJECTIVE"], self.cfg["SCORE_REDUCE"],
+                                          temperature=self.cfg["LISTWISE_TEMPERATURE"])
         self.round_rows = len(rows) * self.cfg["LLM_EPOCHS"]
         stacked = pd.concat([rows] * self.cfg["LLM_EPOCHS"], ignore_index=True)
         self.round0_dir = self.checkpoints(f"{self.name}-round0", self.round0_key())
