@@ -206,3 +206,29 @@ def test_every_llm_method_has_an_untrained_reference_on_the_same_users_paired_in
     found = comparison.collect(cfg, protocol, rows=tuple(e for e in spec.entries if e.run_name or e.paired_with))
     table = report.zero_shot_table(found)
     assert list(table.index) == [f"{trained.label} - {trained.paired_with}"]
+
+
+def test_a_capped_method_evaluates_the_first_of_the_llm_users_and_is_paired_on_its_own(smoke):
+    """TRSR_EVAL_USERS / BDLM_EVAL_USERS cap a costly scorer's users to a nested subset of LLM_EVAL_USERS: its
+    users are among every LLM method's, its runs are other runs, and its zero-shot pair uses all of its own users
+    (more than the comparison's common users when a row ranks fewer)."""
+    from workbench.evaluation import comparison, report
+    from workbench.methods.pipeline import against_zero_shot
+    from workbench.recommender import get_spec
+    cfg, protocol = smoke
+    capped = config.override(cfg, TRSR_EVAL_USERS=2, **FREE["trsr"])
+    trsr, mkv = get_method("trsr"), get_method("mkv")
+    assert trsr.n_eval_users(capped) == 2 and mkv.n_eval_users(capped) == cfg["LLM_EVAL_USERS"] == 4
+    assert trsr.n_eval_users(config.override(capped, LLM_EVAL_USERS=1)) == 1  # an ablation's fewer users win
+    assert trsr.run_key(capped, protocol) != trsr.run_key(config.override(capped, TRSR_EVAL_USERS=None), protocol)
+    run = run_method("trsr", capped, protocol)
+    users, tuned = set(run.ranks["user_id"]), run_method("mkv", cfg, protocol)
+    assert len(users) == 2 and users < set(tuned.ranks["user_id"])
+    against_zero_shot("trsr", run, capped, protocol)
+    against_zero_shot("mkv", tuned, cfg, protocol)
+    rows = tuple(e for e in get_spec("trsr").entries + get_spec("mkv").entries if e.run_name or e.paired_with)
+    found = comparison.collect(capped, protocol, rows=rows)
+    assert len(found.users) == 2  # the common users: the capped method's
+    table = report.zero_shot_table(found)
+    assert table.loc["MKV LoRA - MKV zero-shot", "users"] == 4
+    assert table.filter(like="LLM-TRSR", axis=0)["users"].tolist() == [2]

@@ -35,6 +35,7 @@ class Comparison:
     runs: dict                     # label -> [SavedRun per seed]
     missing: dict = field(default_factory=dict)   # label -> the command that makes the run
     reference_commit: str | None = None
+    own: dict = field(default_factory=dict)       # label -> (users x seeds) ranks on every user the entry ranked
     def commits(self, label: str) -> list[str]:
         """The short commits an entry's runs were made at ('+dirty-<hash>' kept: uncommitted code)."""
         return sorted({process.short_commit(r.record.get("git_commit")) for r in self.runs[label]})
@@ -57,6 +58,16 @@ class Comparison:
             means = [metrics.per_user_metrics(r[:, j])[metric].mean() for j in range(r.shape[1])]
             out[label] = f"{min(means):.3f}-{max(means):.3f}" if len(means) > 1 else ""
         return pd.Series(out, name=f"{metric} seed range")
+
+    def pair(self, label: str, reference: str) -> tuple[pd.DataFrame, int]:
+        """Paired bootstrap of `label` against `reference` on the users both ranked (more than the common users when
+        some entry ranks fewer), and how many users that is."""
+        users = self.own[label].index.intersection(self.own[reference].index)
+        if not len(users):
+            raise ValueError(f"{label} and {reference} share no evaluated user: re-run them with the same users")
+        a, b = (self.own[x].loc[users].to_numpy() for x in (label, reference))
+        table = metrics.paired_bootstrap(a, b, self.cfg["N_BOOTSTRAP"], self.cfg["SEED"])
+        return table, len(users)
 
     def paired(self, reference: str) -> pd.DataFrame:
         """Paired bootstrap of every entry against `reference` on the common users."""
@@ -145,8 +156,9 @@ def collect(cfg: dict, protocol, rows: tuple[Entry, ...] | None = None, seeds=No
     ranks = {label: np.stack([r.loc[users].to_numpy() for r in per_seed], axis=1)
              for label, (_, per_seed) in found.items()}
     runs = {label: runs for label, (runs, _) in found.items()}
+    own = {label: pd.concat(per_seed, axis=1, join="inner").sort_index() for label, (_, per_seed) in found.items()}
     commits = Counter((r.record.get("git_commit") or "unknown") for rs in runs.values() for r in rs)
-    return Comparison(cfg, users, ranks, runs, missing, commits.most_common(1)[0][0])
+    return Comparison(cfg, users, ranks, runs, missing, commits.most_common(1)[0][0], own)
 
 
 def ablations() -> list[str]:

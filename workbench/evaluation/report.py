@@ -57,17 +57,17 @@ def paired_table(comparison: Comparison, reference: str, metrics=("HR@1", "NDCG@
 
 
 def zero_shot_table(comparison: Comparison, metrics_shown=("HR@1", "NDCG@10")) -> pd.DataFrame | None:
-    """Each trained LLM entry minus its own untrained reference (`Entry.paired_with`), diff [CI], on the common
-    users; None when no such pair was found."""
+    """Each trained LLM entry minus its own untrained reference (`Entry.paired_with`), diff [CI], on the users both
+    ranked (a method that evaluates fewer users is paired on its own); None when no such pair was found."""
     rows = {}
     for entry in entries():
         ref = entry.paired_with
         if ref is None or entry.label not in comparison.ranks or ref not in comparison.ranks:
             continue
-        pair = metrics.paired_bootstrap(comparison.ranks[entry.label], comparison.ranks[ref],
-                                        comparison.cfg["N_BOOTSTRAP"], comparison.cfg["SEED"])
-        rows[f"{entry.label} - {ref}"] = {m: f"{pair.loc[m, 'diff']:+.3f} [{pair.loc[m, 'ci_low']:+.3f}, "
-                                             f"{pair.loc[m, 'ci_high']:+.3f}]" for m in metrics_shown}
+        pair, n_users = comparison.pair(entry.label, ref)
+        rows[f"{entry.label} - {ref}"] = {"users": n_users, **{
+            m: f"{pair.loc[m, 'diff']:+.3f} [{pair.loc[m, 'ci_low']:+.3f}, {pair.loc[m, 'ci_high']:+.3f}]"
+            for m in metrics_shown}}
     if not rows:
         return None
     out = pd.DataFrame.from_dict(rows, orient="index")

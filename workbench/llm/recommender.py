@@ -83,6 +83,7 @@ class LLMRecommender(Recommender):
     trained LoRA folder), `sft_rows` and `train_prompt_tokens` (set by `fit`).
     """
     method_params: tuple[str, ...] = ()
+    eval_cap: str | None = None  # a parameter: at most this many of the LLM_EVAL_USERS users (a costly scorer)
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)
@@ -120,7 +121,8 @@ class LLMRecommender(Recommender):
     def run_key(cls, cfg: dict, protocol) -> dict:
         """The candidate set, the evaluated users, the scorer, every training parameter and the base model's weights
         (`loading.model_identity`: a model folder whose weights were replaced makes other runs)."""
-        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
+        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"} | (
+            {cls.eval_cap} if cls.eval_cap else set())
         return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)},
                 "model_weights": model_identity(cfg["MODEL"]), **data_text(cfg, protocol)}
 
@@ -140,9 +142,16 @@ class LLMRecommender(Recommender):
         """The settings `train_sft` reads (a method with longer answers may raise MAX_COMPLETION_TOKENS): cfg."""
         return self.cfg
 
+    @classmethod
+    def n_eval_users(cls, cfg: dict) -> int | None:
+        """LLM_EVAL_USERS, or fewer where the method caps it (`eval_cap`); None = all users."""
+        n, cap = cfg["LLM_EVAL_USERS"], cfg[cls.eval_cap] if cls.eval_cap else None
+        return n if cap is None else cap if n is None else min(n, cap)
+
     def eval_view(self, which: str = "test") -> pd.DataFrame:
-        """The seeded LLM_EVAL_USERS subset (same users for every LLM method with the same candidate seed)."""
-        return eval_subset(getattr(self.protocol, which), self.cfg["LLM_EVAL_USERS"], self.cfg["CANDIDATE_SEED"])
+        """The seeded subset of `n_eval_users` users: the same for every LLM method with the same candidate seed, and
+        nested (a capped method's users are the first of the same seeded order, so they are among the others')."""
+        return eval_subset(getattr(self.protocol, which), self.n_eval_users(self.cfg), self.cfg["CANDIDATE_SEED"])
 
     def training_view(self, n_samples: int | None = -1) -> pd.DataFrame:
         """The seeded training windows with their candidates (LLM_TRAIN_SAMPLES of them unless n_samples says)."""

@@ -23,6 +23,9 @@ def arm_changes(arm: str) -> dict:
 
 
 config.register({
+    "BDLM_EVAL_USERS": Param(None, "int", "BDLM evaluates at most this many of the LLM_EVAL_USERS users (the first of "
+                             "the same seeded order, so they are among every LLM method's); None = all of them",
+                             low=1, optional=True),
     "DOMAIN_MODEL": Param("mf", "str", "BDLM: the domain model whose tables start the information-sharing module: mf "
                        "(collaborative filtering with real user rows, as the paper; trained on first use) or a saved "
                        "run of notebook 02 (sasrec, gru4rec: their user rows start at zero)",
