@@ -292,7 +292,7 @@ def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
         a.set_xlabel("training windows")
     ax.set_ylabel(f"test NDCG@10, {users} users (95% CI)")
     gain.set_ylabel("NDCG@10 minus the combination's zero-shot (paired, 95% CI)")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(0.01, 0.94), framealpha=0.9)
     commits = ", ".join(sorted({str(c)[:7] for c in done["commit"]})) if len(done) else process.git_commit()[:7]
     fig.suptitle(f"Learning curve: profile {cfg['PROFILE']}, seed {cfg['SEED']}, {cfg['MODEL']}, the same {users} "
                  f"test users for every point, {process.device_description('cpu')}, commit {commits}", fontsize=10)
