@@ -67,6 +67,14 @@ def ranking_rows(tokenizer, rows: pd.DataFrame, catalog, objective: str, reduce:
     return rows.assign(row=range(len(rows))), Ranking(items, targets, objective, reduce, temperature)
 
 
+def with_candidates(rows: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
+    """Prompt rows of a view, one per view row, with that row's candidates and target (refused if not aligned)."""
+    if len(rows) != len(view) or ("user_id" in rows and list(rows["user_id"]) != list(view["user_id"])):
+        raise ValueError(f"{len(rows)} prompt rows for {len(view)} windows: a ranking objective needs one prompt "
+                         f"per window (pointwise rows ask about one candidate each: use TRSR_SCORING=listwise)")
+    return rows.assign(candidates=view["candidates"].to_numpy(), target=view["target"].to_numpy())
+
+
 def listwise_loss(scores: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Mean over rows of -log softmax(scores / temperature)[target]; scores (rows, candidates), targets (rows,)
     indices.  The temperature keeps the ranking's order and softens a softmax that summed title log-likelihoods

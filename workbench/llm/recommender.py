@@ -20,7 +20,7 @@ from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
 from ..recommender import Recommender, get_spec
 from . import scoring
-from .listwise import RankingSFTTrainer, ranking_rows
+from .listwise import RankingSFTTrainer, ranking_rows, with_candidates
 from .loading import default_dtype, load_llm, model_identity, set_attention
 from .prompting import Catalog
 from .sft import checkpoint_dir, train_sft
@@ -51,22 +51,6 @@ def training_subset(protocol, n_samples: int | None, n_negatives: int, seed: int
     if n_samples is not None and n_samples < len(windows):
         windows = windows.iloc[seeded_subset(len(windows), n_samples, seed)]
     return training_candidates(windows, protocol.seqs, protocol.data.items["item_id"], n_negatives, seed)
-
-
-def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
-    """HR@1 by where the target is listed among the candidates (1 = first), under the stored order alone and averaged
-    over SCORE_ORDERS orders: a model without position bias has the same HR@1 everywhere."""
-    groups = ranks.assign(listed=ranks["rank_listed"] == 1, averaged=ranks["rank"] == 1).groupby("target_position")
-    return pd.DataFrame({"users": groups.size(), "hr1_stored_order": groups["listed"].mean().round(4),
-                         "hr1_order_averaged": groups["averaged"].mean().round(4)})
-
-
-def with_candidates(rows: pd.DataFrame, view: pd.DataFrame) -> pd.DataFrame:
-    """Prompt rows of a view, one per view row, with that row's candidates and target (refused if not aligned)."""
-    if len(rows) != len(view) or ("user_id" in rows and list(rows["user_id"]) != list(view["user_id"])):
-        raise ValueError(f"{len(rows)} prompt rows for {len(view)} windows: a ranking objective needs one prompt "
-                         f"per window (pointwise rows ask about one candidate each: use TRSR_SCORING=listwise)")
-    return rows.assign(candidates=view["candidates"].to_numpy(), target=view["target"].to_numpy())
 
 
 def prompt_lengths(tokenizer, prompts) -> list[int]:
@@ -282,7 +266,7 @@ class LLMRecommender(Recommender):
             out["train_prompt_tokens"] = {"mean": float(np.mean(t)), "median": float(np.median(t)),
                                           "min": int(min(t)), "max": int(max(t))}
         if self.last_ranks is not None:
-            out["hr1_by_target_position"] = hr1_by_position(self.last_ranks).to_dict("index")
+            out["hr1_by_target_position"] = scoring.hr1_by_position(self.last_ranks).to_dict("index")
         return {**out, "generate_then_match": self.generation} if self.generation else out
 
     def save(self, folder: Path) -> None:

@@ -265,3 +265,11 @@ def view_ranks(view: pd.DataFrame, scored: pd.DataFrame) -> pd.DataFrame:
                          "rank": metrics.ranks_from_scores(scores, at).astype(int),
                          "rank_listed": metrics.ranks_from_scores(listed, at).astype(int),
                          "target_position": np.asarray(at) + 1})
+
+
+def hr1_by_position(ranks: pd.DataFrame) -> pd.DataFrame:
+    """HR@1 by where the target is listed among the candidates (1 = first), under the stored order alone and averaged
+    over SCORE_ORDERS orders: a model without position bias has the same HR@1 everywhere."""
+    groups = ranks.assign(listed=ranks["rank_listed"] == 1, averaged=ranks["rank"] == 1).groupby("target_position")
+    return pd.DataFrame({"users": groups.size(), "hr1_stored_order": groups["listed"].mean().round(4),
+                         "hr1_order_averaged": groups["averaged"].mean().round(4)})

@@ -33,8 +33,8 @@ from ...assets import atomic_write
 from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest, user_key
 from ...llm.prompting import is_listed
-from ...llm.listwise import RankingSFTTrainer, ranking_rows
-from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths, with_candidates
+from ...llm.listwise import RankingSFTTrainer, ranking_rows, with_candidates
+from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, eval_subset, prompt_lengths
 from ...llm.scoring import view_ranks
 from ...llm.sft import lora_config, train_sft, without_embedding_layers
 from ...recommender import get_spec, implements

@@ -14,7 +14,8 @@ from ... import config
 from ...llm import softtokens, unified
 from ...llm.projector import IDEmbedder, table_digest
 from ...llm.prompting import is_listed
-from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, prompt_lengths, with_candidates
+from ...llm.listwise import with_candidates
+from ...llm.recommender import TRAIN_PARAMS, LLMRecommender, prompt_lengths
 from ...llm.sft import train_sft
 from ...recommender import implements
 from ..pipeline import load_recommender, read_upstream
