@@ -97,13 +97,13 @@ PARAMS: dict[str, Param] = {
     "DROPOUT": _p(0.2, "float", "baselines: dropout", low=0, high=1, open_high=True),
     # LLM methods
     "MODEL": _p("smollm2-135m", "str", "smollm2-135m (offline) | tiny (smoke) | a Hugging Face causal LM name or path"),
-    "LLM_EVAL_USERS": _p(32, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
-    "LLM_TRAIN_SAMPLES": _p(32, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
+    "LLM_EVAL_USERS": _p(200, "int", "test users scored by an LLM (seeded subset); None = all", low=1, optional=True),
+    "LLM_TRAIN_SAMPLES": _p(64, "int", "training windows used for SFT (seeded subset); 0 = zero-shot; None = all",
                             low=0, optional=True),
     "LLM_EPOCHS": _p(1, "int", "passes over the SFT samples, each with its own augmentation draw", low=1),
     "LLM_BATCH_SIZE": _p(4, "int", "SFT batch size per device", low=1),
     "GRAD_ACCUM": _p(2, "int", "SFT gradient accumulation steps", low=1),
-    "LLM_LEARNING_RATE": _p(5e-4, "float", "SFT learning rate", low=0, high=1, open_low=True),
+    "LLM_LEARNING_RATE": _p(2e-3, "float", "SFT learning rate", low=0, high=1, open_low=True),
     "WARMUP_STEPS": _p(0, "int", "SFT learning-rate warm-up steps", low=0),
     "LR_SCHEDULE": _p("constant", "str", "SFT learning rate after the warm-up: constant (cpu: a few steps learn at the "
                       "full rate), cosine (to 0), linear (to 0) or cosine_floor (cosine to 10% of LLM_LEARNING_RATE; "

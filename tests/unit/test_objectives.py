@@ -232,3 +232,17 @@ def test_a_capped_method_evaluates_the_first_of_the_llm_users_and_is_paired_on_i
     table = report.zero_shot_table(found)
     assert table.loc["MKV LoRA - MKV zero-shot", "users"] == 4
     assert table.filter(like="LLM-TRSR", axis=0)["users"].tolist() == [2]
+
+
+def test_a_capped_method_trains_on_its_own_share_of_the_windows_and_records_it(smoke):
+    """TRSR_TRAIN_SAMPLES / BDLM_TRAIN_SAMPLES cap a costly method's training windows: it trains on that many, its
+    record says so (the report's training budget reads it), and the capped run is the uncapped run of that size."""
+    cfg, protocol = smoke
+    capped = config.override(cfg, TRSR_TRAIN_SAMPLES=4, **FREE["trsr"])
+    trsr = get_method("trsr")
+    assert trsr.capped(capped)["LLM_TRAIN_SAMPLES"] == 4 and get_method("mkv").capped(capped) is capped
+    assert trsr.capped(config.override(capped, LLM_TRAIN_SAMPLES=0))["LLM_TRAIN_SAMPLES"] == 0  # zero-shot stays
+    same = config.override(cfg, LLM_TRAIN_SAMPLES=4, **FREE["trsr"])
+    assert trsr.run_key(capped, protocol) == trsr.run_key(same, protocol)
+    run = run_method("trsr", capped, protocol)
+    assert run.extra["sft_samples"] == 4 * cfg["LLM_EPOCHS"] and results.load_run(run.run_id).record["parameters"]["LLM_TRAIN_SAMPLES"] == 4

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import process
+from .. import config, process
 from ..data.dataset import text_digest
 from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
@@ -67,10 +67,10 @@ class LLMRecommender(Recommender):
     trained LoRA folder), `sft_rows` and `train_prompt_tokens` (set by `fit`).
     """
     method_params: tuple[str, ...] = ()
-    eval_cap: str | None = None  # a parameter: at most this many of the LLM_EVAL_USERS users (a costly scorer)
+    caps: dict[str, str] = {}  # a costly method's own smaller share: {"LLM_EVAL_USERS": "TRSR_EVAL_USERS", ...}
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
-        super().__init__(cfg, protocol, device)
+        super().__init__(self.capped(cfg), protocol, device)
         self.catalog = Catalog(protocol.data.users, protocol.data.items)
         self.model, self.tokenizer = load_llm(cfg["MODEL"], device, default_dtype(device, cfg["DTYPE"]),
                                               tiny_texts=self.corpus(), seed=cfg["SEED"])
@@ -105,8 +105,8 @@ class LLMRecommender(Recommender):
     def run_key(cls, cfg: dict, protocol) -> dict:
         """The candidate set, the evaluated users, the scorer, every training parameter and the base model's weights
         (`loading.model_identity`: a model folder whose weights were replaced makes other runs)."""
-        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"} | (
-            {cls.eval_cap} if cls.eval_cap else set())
+        cfg = cls.capped(cfg)
+        params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
         return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)},
                 "model_weights": model_identity(cfg["MODEL"]), **data_text(cfg, protocol)}
 
@@ -127,10 +127,17 @@ class LLMRecommender(Recommender):
         return self.cfg
 
     @classmethod
+    def capped(cls, cfg: dict) -> dict:
+        """cfg with each shared size the method caps (`caps`: evaluated users, training windows) lowered to its own
+        cap; the instance, its run key and its record hold these values (what it ran on)."""
+        changes = {shared: cfg[own] for shared, own in cls.caps.items()
+                   if cfg[own] is not None and (cfg[shared] is None or cfg[shared] > cfg[own])}
+        return config.override(cfg, **changes) if changes else cfg
+
+    @classmethod
     def n_eval_users(cls, cfg: dict) -> int | None:
-        """LLM_EVAL_USERS, or fewer where the method caps it (`eval_cap`); None = all users."""
-        n, cap = cfg["LLM_EVAL_USERS"], cfg[cls.eval_cap] if cls.eval_cap else None
-        return n if cap is None else cap if n is None else min(n, cap)
+        """LLM_EVAL_USERS, or fewer where the method caps it (`caps`); None = all users."""
+        return cls.capped(cfg)["LLM_EVAL_USERS"]
 
     def eval_view(self, which: str = "test") -> pd.DataFrame:
         """The seeded subset of `n_eval_users` users: the same for every LLM method with the same candidate seed, and

@@ -87,7 +87,7 @@ def run_method(name: str, cfg: dict, protocol, device: str = "cpu", which: str =
              "resumed": list(rec.resumed), **rec.report(view)}
     path = None
     if save:
-        path = results.save_run(rid, ranks[["user_id", "rank"]].sort_values("user_id", ignore_index=True), cfg,
+        path = results.save_run(rid, ranks[["user_id", "rank"]].sort_values("user_id", ignore_index=True), rec.cfg,
                                 device, fit_s + rank_s + diagnose_s, extra, write_files=rec.save)
     return FittedRun(rid, rec, ranks, log, path, fit_s, rank_s, extra)
 

@@ -81,7 +81,7 @@ def _copy(state: dict) -> dict:
 @implements("bdlm")
 class BDLM(LLMRecommender):
     """LLM + domain model bridged by shared user/item tables, trained in alternating rounds with KL terms."""
-    eval_cap = "BDLM_EVAL_USERS"
+    caps = {"LLM_EVAL_USERS": "BDLM_EVAL_USERS", "LLM_TRAIN_SAMPLES": "BDLM_TRAIN_SAMPLES"}
     method_params = ("BDLM_ROUND_SAMPLES", "DOMAIN_MODEL", "ID_MODEL_SEED", "BDLM_PROMPT", "BDLM_ROUNDS",
                      "BDLM_SHARING", "KL_LLM", "KL_DOMAIN", "KL_TEMPERATURE", "DOMAIN_STEPS")
 

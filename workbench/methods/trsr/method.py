@@ -38,7 +38,7 @@ def weights_digest(model) -> str:
 @implements("trsr")
 class LLMTRSR(LLMRecommender):
     """Preference summary + recent items + candidate(s), LoRA SFT; pointwise P(yes) vs P(no), or listwise titles."""
-    eval_cap = "TRSR_EVAL_USERS"
+    caps = {"LLM_EVAL_USERS": "TRSR_EVAL_USERS", "LLM_TRAIN_SAMPLES": "TRSR_TRAIN_SAMPLES"}
     method_params = ("TRSR_HISTORY", "TRSR_SCORING", "BLOCK_SIZE", "MAX_BLOCKS", "RECENT_ITEMS", "SUMMARY_MODEL",
                      "SUMMARY_TOKENS")
 
