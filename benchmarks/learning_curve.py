@@ -11,7 +11,8 @@ rerun skips what the CSV holds and resumes an interrupted training from its last
 Writes results/benchmarks/learning_curve.csv (one row per combination and point) and figures/learning_curve.png;
 the per-user ranks of each point go to results/benchmarks/learning_curve/<combination>-<windows>.csv.
 Reproduce (cpu, SmolLM2-135M, 2 cores; hours: run it in its own checkout and cache, in the background):
-  WORKBENCH_CACHE=/tmp/lc-cache .venv/bin/python benchmarks/learning_curve.py --points 0,64,256,1024 --users 200
+  WORKBENCH_CACHE=/tmp/lc-cache .venv/bin/python benchmarks/learning_curve.py --points 0,64,256,1024 --users 200 \
+      --set LLM_LEARNING_RATE=5e-4   # the committed curve's rate (the cpu default before 2026-12-02)
 `--profile smoke --points 0,8,16 --users 6` checks the plumbing in a minute (the tiny model learns nothing).
 A fourth field varies one training setting of a combination against the same zero-shot model: `rsllm:sft:free:mlp`
 (LoRA on the MLP too), `mkv:sft:free:LLM_LEARNING_RATE=2e-3`.
@@ -55,6 +56,10 @@ TRAINING_ONLY = ("LLM_LEARNING_RATE", "LR_SCHEDULE", "WARMUP_STEPS", "LORA_R", "
                  "LORA_TARGETS", "LLM_BATCH_SIZE", "GRAD_ACCUM", "LLM_EPOCHS", "LISTWISE_TEMPERATURE")
 VARIANTS = {"mlp": {"LORA_TARGETS": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]},
             "cosine": {"LR_SCHEDULE": "cosine"}}
+# what every row of one curve shares beside profile, users, model, seed and dtype (recorded beside its CSV): the
+# committed curve was made with LLM_LEARNING_RATE 5e-4 (the cpu default then), resumed by `--set LLM_LEARNING_RATE=5e-4`
+SHARED = TRAINING_ONLY + ("MAX_PROMPT_TOKENS", "MAX_COMPLETION_TOKENS", "SFT_PACKING", "HISTORY_LEN", "N_NEGATIVES",
+                          "CANDIDATE_SEED", "SCORE_ORDERS", "SCORE_REDUCE")
 OUT = ROOT / "results" / "benchmarks"
 
 
@@ -80,6 +85,25 @@ class SavePoints(TrainerCallback):
         tmp.rename(self.folder / f"point-{windows}")
 
 
+def literal(text: str):
+    """A Python literal (2e-3, [0, 1]), else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def base_changes(pairs: list[str]) -> dict:
+    """--set PARAM=VALUE pairs: settings of every combination and of the zero-shot model."""
+    changes = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: use PARAM=VALUE")
+        changes[name] = literal(value)
+    return changes
+
+
 def variant_changes(variant: str) -> dict:
     """A named variant's settings, or PARAM=VALUE for a TRAINING_ONLY parameter (VALUE a Python literal, else a
     string)."""
@@ -92,11 +116,7 @@ def variant_changes(variant: str) -> dict:
         raise SystemExit(f"variant {variant!r}: {name} may change how the untrained model ranks, and the combination "
                          f"is paired with its method's and form's zero-shot: vary one of {', '.join(TRAINING_ONLY)}, "
                          f"or add a method setting to SETTINGS")
-    try:
-        value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        pass
-    return {name: value}
+    return {name: literal(value)}
 
 
 def combo_cfg(base: dict, combo: str, windows: int) -> dict:
@@ -112,7 +132,7 @@ def combo_cfg(base: dict, combo: str, windows: int) -> dict:
 
 
 def check_setting(path: Path, setting: dict) -> None:
-    """Record what every row and saved rank of this curve shares (profile, users, model, seed, dtype) beside its CSV,
+    """Record what every row and saved rank of this curve shares (profile, users, model, seed, dtype, SHARED) beside its CSV,
     and refuse to add to a curve made with another: its zero-shot ranks and done points would be mismatched."""
     if path.exists():
         saved = json.loads(path.read_text())
@@ -187,12 +207,15 @@ def main(argv=None) -> int:
     parser.add_argument("--check-only", action="store_true", help="train and evaluate up to --check-at only; a "
                         "later run without it continues from the checkpoint")
     parser.add_argument("--plot-only", action="store_true", help="redraw the figure from the CSV, run nothing")
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE",
+                        help="a setting of every combination (repeatable); the committed curve needs "
+                             "LLM_LEARNING_RATE=5e-4")
     parser.add_argument("--out", default=str(OUT / "learning_curve.csv"))
     parser.add_argument("--figure", default=str(ROOT / "figures" / "learning_curve.png"))
     parser.add_argument("--work", default=str(ROOT / "runs" / "learning_curve"),
                         help="where the points' adapters are saved (not committed)")
     args = parser.parse_args(argv)
-    base = config.resolve(args.profile, LLM_EVAL_USERS=args.users)
+    base = config.resolve(args.profile, **{**base_changes(args.set), "LLM_EVAL_USERS": args.users})
     combos = args.combos.split(",")
     for combo in combos:  # every combination checked before the first one runs
         if combo.split(":")[0] not in SETTINGS:
@@ -205,7 +228,8 @@ def main(argv=None) -> int:
         plot(pd.read_csv(out), Path(args.figure), base, args.users)
         return 0
     check_setting(out.with_suffix(".json"), {"profile": args.profile, "users": args.users, "model": base["MODEL"],
-                                             "seed": base["SEED"], "dtype": base["DTYPE"]})
+                                             "seed": base["SEED"], "dtype": base["DTYPE"],
+                                             **{k: base[k] for k in SHARED}})
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["combo", "windows"])
     ranks_dir = out.with_suffix("")
     ranks_dir.mkdir(parents=True, exist_ok=True)

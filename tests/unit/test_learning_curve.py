@@ -56,6 +56,10 @@ def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_
     before = (tmp_path / "curve.csv").read_text()
     assert curve.main(_args(tmp_path, combos)) == 0  # every point done: nothing trained or ranked again
     assert (tmp_path / "curve.csv").read_text() == before
+    # a curve made at one learning rate is not extended at another (a default that moved would mix them silently)
+    with pytest.raises(SystemExit, match="LLM_LEARNING_RATE 0.005 \\(now 0.001\\)"):
+        curve.main(_args(tmp_path, combos) + ["--set", "LLM_LEARNING_RATE=1e-3"])
+    assert (tmp_path / "curve.csv").read_text() == before
 
 
 @pytest.mark.parametrize("combos, message", [("mkv:sft", "use method:objective:form"),
