@@ -132,8 +132,9 @@ def combo_cfg(base: dict, combo: str, windows: int) -> dict:
 
 
 def check_setting(path: Path, setting: dict) -> None:
-    """Record what every row and saved rank of this curve shares (profile, users, model, seed, dtype, SHARED) beside its CSV,
-    and refuse to add to a curve made with another: its zero-shot ranks and done points would be mismatched."""
+    """Record what every row and saved rank of this curve shares (profile, users, model, seed, dtype, device and the
+    SHARED settings) beside its CSV, and refuse to add to a curve made with another: its zero-shot ranks and done
+    points would be mismatched."""
     if path.exists():
         saved = json.loads(path.read_text())
         if saved != setting:
@@ -224,12 +225,14 @@ def main(argv=None) -> int:
     protocol = load_protocol(base)
     points = sorted({int(p) for p in args.points.split(",")})
     out = Path(args.out)
+    setting = {"profile": args.profile, "users": args.users, "model": base["MODEL"], "seed": base["SEED"],
+               "dtype": base["DTYPE"], "device": process.device_description("cpu"), **{k: base[k] for k in SHARED}}
     if args.plot_only:
-        plot(pd.read_csv(out), Path(args.figure), base, args.users)
+        saved = out.with_suffix(".json")
+        device = json.loads(saved.read_text())["device"] if saved.exists() else setting["device"]
+        plot(pd.read_csv(out), Path(args.figure), base, args.users, device)
         return 0
-    check_setting(out.with_suffix(".json"), {"profile": args.profile, "users": args.users, "model": base["MODEL"],
-                                             "seed": base["SEED"], "dtype": base["DTYPE"],
-                                             **{k: base[k] for k in SHARED}})
+    check_setting(out.with_suffix(".json"), setting)
     done = pd.read_csv(out) if out.exists() else pd.DataFrame(columns=["combo", "windows"])
     ranks_dir = out.with_suffix("")
     ranks_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +277,7 @@ def main(argv=None) -> int:
             if args.check_at and len(checked) and float(checked["vs_zeroshot"].iloc[0]) <= 0 and not stopped:
                 print(f"{combo}: no gain over zero-shot at {args.check_at} windows: larger points skipped", flush=True)
                 stopped = True
-    plot(done, Path(args.figure), base, args.users)
+    plot(done, Path(args.figure), base, args.users, setting["device"])
     return 0
 
 
@@ -284,9 +287,10 @@ def label(combo: str) -> str:
     return ", ".join([method.upper(), objective, f"{form} prompt", *variant])
 
 
-def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
+def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int, device: str) -> None:
     """Left: NDCG@10 [CI] against windows, one line per combination, with Popularity, SASRec and random on the same
-    users.  Right: each point's paired difference [CI] against its combination's own zero-shot model."""
+    users.  Right: each point's paired difference [CI] against its combination's own zero-shot model.  `device`: the
+    machine the rows were made on (the curve's setting), not the one drawing them."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -319,7 +323,7 @@ def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int) -> None:
     ax.legend(fontsize=8, ncol=2, loc="upper left", bbox_to_anchor=(0.01, 0.94), framealpha=0.9)
     commits = ", ".join(sorted({str(c)[:7] for c in done["commit"]})) if len(done) else process.git_commit()[:7]
     fig.suptitle(f"Learning curve: profile {cfg['PROFILE']}, seed {cfg['SEED']}, {cfg['MODEL']}, the same {users} "
-                 f"test users for every point, {process.device_description('cpu')}, commit {commits}", fontsize=10)
+                 f"test users for every point, {device}, commit {commits}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

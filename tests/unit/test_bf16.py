@@ -11,9 +11,9 @@ from workbench.data.protocol import load_protocol
 from workbench.llm.recommender import LLMRecommender
 from workbench.methods.pipeline import run_method
 from workbench.recommender import REGISTRY, get_method
+from small_llm import SMALL
 
-SMALL = dict(EPOCHS=1, LLM_EVAL_USERS=4, LLM_TRAIN_SAMPLES=8, GEN_EVAL_USERS=0, BDLM_ROUNDS=1, DOMAIN_STEPS=2,
-             BDLM_VALID_USERS=4, SUMMARY_TOKENS=8, DTYPE="bf16", SCORE_ORDERS=2)
+BF16 = dict(SMALL, DTYPE="bf16", SCORE_ORDERS=2)  # the gpu code paths, both orders scored
 LLM_METHODS = [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]
 
 
@@ -26,7 +26,7 @@ def smoke(tmp_path_factory):
         mp.setenv("WORKBENCH_CHECKPOINTS", str(folder / "checkpoints"))
         mp.setenv("WORKBENCH_SUMMARIES", str(folder / "summaries"))
         torch.set_num_threads(1)
-        cfg = config.resolve("smoke", **SMALL)
+        cfg = config.resolve("smoke", **BF16)
         protocol = load_protocol(cfg)
         run_method("sasrec", cfg, protocol)
         yield cfg, protocol

@@ -13,9 +13,8 @@ from workbench.data.protocol import load_protocol
 from workbench.evaluation import comparison
 from workbench.methods.pipeline import load_recommender, run_ablation, run_method
 from workbench.recommender import REGISTRY, Ablation, Entry, MethodSpec, Recommender, get_method, implements, register
+from small_llm import SMALL
 
-SMALL = dict(EPOCHS=1, LLM_EVAL_USERS=4, LLM_TRAIN_SAMPLES=8, GEN_EVAL_USERS=0, BDLM_ROUNDS=1, DOMAIN_STEPS=2,
-             BDLM_VALID_USERS=4, SUMMARY_TOKENS=8)
 
 
 @pytest.fixture(scope="module")

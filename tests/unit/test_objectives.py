@@ -17,9 +17,8 @@ from workbench.llm.prompting import FREE_QUESTION
 from workbench.methods.mkv import prompts
 from workbench.methods.pipeline import run_method
 from workbench.recommender import get_method
+from small_llm import SMALL
 
-SMALL = dict(EPOCHS=1, LLM_EVAL_USERS=4, LLM_TRAIN_SAMPLES=8, GEN_EVAL_USERS=0, BDLM_ROUNDS=1, DOMAIN_STEPS=2,
-             BDLM_VALID_USERS=4, SUMMARY_TOKENS=8)
 FREE = {"mkv": dict(MKV_OUTPUT="title", AUGMENT=["shuffle_keys"]), "trsr": dict(TRSR_SCORING="listwise"),
         "rsllm": {}, "bdlm": {}}  # what each method needs beside PROMPT_FORM=free (candidates are not listed)
 
