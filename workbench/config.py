@@ -139,7 +139,7 @@ PARAMS: dict[str, Param] = {
     "SFT_PACKING": _p("padded", "str", "SFT batches: padded (each example padded to the longest), padding_free "
                       "(examples concatenated, position ids keep them apart) or packed (bin-packed to max length)",
                       choices=("padded", "padding_free", "packed")),
-    "GEN_EVAL_USERS": _p(4, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
+    "GEN_EVAL_USERS": _p(2, "int", "users for the generate-then-match comparison (0 = skip)", low=0),
     # ablations of every LLM method
     "METHOD_SEEDS": _p([0], "list_int", "training seeds the comparison (notebook 09, the report) pools per method "
                        "(>= 3 in the gpu profile)", low=0),

@@ -24,10 +24,10 @@ def arm_changes(arm: str) -> dict:
 
 
 config.register({
-    "BDLM_EVAL_USERS": Param(32, "int", "BDLM evaluates at most this many of the LLM_EVAL_USERS users (the first of "
+    "BDLM_EVAL_USERS": Param(16, "int", "BDLM evaluates at most this many of the LLM_EVAL_USERS users (the first of "
                              "the same seeded order, so they are among every LLM method's); None = all of them",
                              low=1, optional=True),
-    "BDLM_TRAIN_SAMPLES": Param(32, "int", "BDLM's round 0 trains on at most this many of the LLM_TRAIN_SAMPLES "
+    "BDLM_TRAIN_SAMPLES": Param(16, "int", "BDLM's round 0 trains on at most this many of the LLM_TRAIN_SAMPLES "
                                 "windows; None = all of them", low=1, optional=True),
     "DOMAIN_MODEL": Param("mf", "str", "BDLM: the domain model whose tables start the information-sharing module: mf "
                        "(collaborative filtering with real user rows, as the paper; trained on first use) or a saved "

@@ -31,10 +31,10 @@ def arm_changes(arm: str) -> dict:
 
 
 config.register({
-    "TRSR_EVAL_USERS": Param(16, "int", "LLM-TRSR evaluates at most this many of the LLM_EVAL_USERS users (the "
+    "TRSR_EVAL_USERS": Param(32, "int", "LLM-TRSR evaluates at most this many of the LLM_EVAL_USERS users (the "
                              "first of the same seeded order, so they are among every LLM method's): its pointwise "
                              "scoring reads one prompt per candidate; None = all of them", low=1, optional=True),
-    "TRSR_TRAIN_SAMPLES": Param(16, "int", "LLM-TRSR trains on at most this many of the LLM_TRAIN_SAMPLES windows "
+    "TRSR_TRAIN_SAMPLES": Param(8, "int", "LLM-TRSR trains on at most this many of the LLM_TRAIN_SAMPLES windows "
                                 "(each is summarised first); None = all of them", low=1, optional=True),
     "TRSR_HISTORY": Param("hierarchical", "str", "LLM-TRSR: the history as a hierarchical or recurrent LLM summary, "
                           "or no summary: full (every item, cut to MAX_PROMPT_TOKENS) or recent (RECENT_ITEMS only)",
