@@ -128,8 +128,7 @@ class LLMRecommender(Recommender):
 
     @classmethod
     def capped(cls, cfg: dict) -> dict:
-        """cfg with each shared size the method caps (`caps`: evaluated users, training windows) lowered to its own
-        cap; the instance, its run key and its record hold these values (what it ran on)."""
+        """cfg with each shared size in `caps` lowered to the method's own cap (its instance, key and record hold it)."""
         changes = {shared: cfg[own] for shared, own in cls.caps.items()
                    if cfg[own] is not None and (cfg[shared] is None or cfg[shared] > cfg[own])}
         return config.override(cfg, **changes) if changes else cfg
