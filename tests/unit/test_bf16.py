@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from workbench import config, results
-from workbench.data.protocol import load_protocol
 from workbench.llm.recommender import LLMRecommender
 from workbench.methods.pipeline import run_method
 from workbench.recommender import REGISTRY, get_method
-from small_llm import SMALL
+from small_llm import SMALL, smoke_setting
 
 BF16 = dict(SMALL, DTYPE="bf16", SCORE_ORDERS=2)  # the gpu code paths, both orders scored
 LLM_METHODS = [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]
@@ -20,16 +19,7 @@ LLM_METHODS = [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The smoke setting in bf16 and a saved SASRec run (RSLLM's ID table, BDLM's domain model), in own folders."""
-    folder = tmp_path_factory.mktemp("bf16")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(results.RESULTS_ENV, str(folder / "results"))
-        mp.setenv("WORKBENCH_CHECKPOINTS", str(folder / "checkpoints"))
-        mp.setenv("WORKBENCH_SUMMARIES", str(folder / "summaries"))
-        torch.set_num_threads(1)
-        cfg = config.resolve("smoke", **BF16)
-        protocol = load_protocol(cfg)
-        run_method("sasrec", cfg, protocol)
-        yield cfg, protocol
+    yield from smoke_setting(tmp_path_factory, "bf16", BF16)
 
 
 def test_every_llm_method_is_covered():

@@ -13,23 +13,14 @@ from workbench.data.protocol import load_protocol
 from workbench.evaluation import comparison
 from workbench.methods.pipeline import load_recommender, run_ablation, run_method
 from workbench.recommender import REGISTRY, Ablation, Entry, MethodSpec, Recommender, get_method, implements, register
-from small_llm import SMALL
+from small_llm import smoke_setting
 
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """A small smoke setting and one saved SASRec run (RSLLM's ID table, BDLM's domain model) in its own folders."""
-    folder = tmp_path_factory.mktemp("contract")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(results.RESULTS_ENV, str(folder / "results"))
-        mp.setenv("WORKBENCH_CHECKPOINTS", str(folder / "checkpoints"))
-        mp.setenv("WORKBENCH_SUMMARIES", str(folder / "summaries"))
-        torch.set_num_threads(1)
-        cfg = config.resolve("smoke", **SMALL)
-        protocol = load_protocol(cfg)
-        run_method("sasrec", cfg, protocol)
-        yield cfg, protocol
+    yield from smoke_setting(tmp_path_factory, "contract")
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

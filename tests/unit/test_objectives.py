@@ -10,14 +10,13 @@ import pytest
 import torch
 
 from workbench import config, results
-from workbench.data.protocol import load_protocol
 from workbench.llm import likelihood, listwise, scoring, sft
 from workbench.llm.loading import load_llm
 from workbench.llm.prompting import FREE_QUESTION
 from workbench.methods.mkv import prompts
 from workbench.methods.pipeline import run_method
 from workbench.recommender import get_method
-from small_llm import SMALL
+from small_llm import smoke_setting
 
 FREE = {"mkv": dict(MKV_OUTPUT="title", AUGMENT=["shuffle_keys"]), "trsr": dict(TRSR_SCORING="listwise"),
         "rsllm": {}, "bdlm": {}}  # what each method needs beside PROMPT_FORM=free (candidates are not listed)
@@ -26,16 +25,7 @@ FREE = {"mkv": dict(MKV_OUTPUT="title", AUGMENT=["shuffle_keys"]), "trsr": dict(
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     """The smoke setting, its protocol and a saved SASRec run (RSLLM's ID table), in this module's own folders."""
-    folder = tmp_path_factory.mktemp("objectives")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(results.RESULTS_ENV, str(folder / "results"))
-        mp.setenv("WORKBENCH_CHECKPOINTS", str(folder / "checkpoints"))
-        mp.setenv("WORKBENCH_SUMMARIES", str(folder / "summaries"))
-        torch.set_num_threads(1)
-        cfg = config.resolve("smoke", **SMALL)
-        protocol = load_protocol(cfg)
-        run_method("sasrec", cfg, protocol)
-        yield cfg, protocol
+    yield from smoke_setting(tmp_path_factory, "objectives")
 
 
 def _titles(rec, view):
