@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from workbench import config, metrics, process  # noqa: E402
 from workbench.assets import atomic_write  # noqa: E402
 from workbench.data.protocol import load_protocol  # noqa: E402
+from workbench.evaluation.curve import label  # noqa: E402
 from workbench.llm import softtokens  # noqa: E402
 from workbench.llm.sft import without_embedding_layers  # noqa: E402
 from workbench.methods.pipeline import find_run, ranks_on  # noqa: E402
@@ -279,12 +280,6 @@ def main(argv=None) -> int:
                 stopped = True
     plot(done, Path(args.figure), base, args.users, setting["device"])
     return 0
-
-
-def label(combo: str) -> str:
-    """A combination as the figure names it: 'RSLLM, sft, free prompt, LLM_LEARNING_RATE=2e-3'."""
-    method, objective, form, *variant = combo.split(":")
-    return ", ".join([method.upper(), objective, f"{form} prompt", *variant])
 
 
 def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int, device: str) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from workbench import config
 from workbench.data.protocol import load_protocol
+from workbench.evaluation.curve import curve_summary
 from workbench.methods.pipeline import run_method
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_curve.py"
@@ -51,6 +52,8 @@ def test_each_point_is_paired_with_its_zero_shot_and_a_rerun_resumes(curve, tmp_
     zero = done[done["windows"] == 0]
     assert (zero["vs_zeroshot"] == 0).all() and zero["vs_sasrec"].notna().all()
     assert (tmp_path / "curve.png").stat().st_size > 0
+    _, table, _ = curve_summary("smoke", tmp_path / "curve.csv")  # what the report shows of it
+    assert list(table.columns) == ["zero-shot", "8 windows", "16 windows"] and table.notna().all().all()
     adapter = (tmp_path / "work" / "smoke" / "rsllm-listwise-free-mlp" / "point-16" / "adapter_config.json").read_text()
     assert "down_proj" in adapter  # the variant reached the trainer
     before = (tmp_path / "curve.csv").read_text()

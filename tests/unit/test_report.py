@@ -154,3 +154,35 @@ def test_the_training_budget_says_one_step_not_one_steps():
     assert comparison.training_budget(bdlm) == ("32 windows: 32 rows, 4 steps; then 2 round(s) x 8 rows (1 step, "
                                                 "LM + KL) + domain phase")
     assert comparison.training_budget({"sft_samples": 0, "parameters": cfg}) == "zero-shot"
+
+
+def _curve_row(combo, windows, ndcg, gain=(0.0, 0.0, 0.0), popularity=(-0.2, -0.3, -0.1)):
+    return {"combo": combo, "windows": windows, "users": 200, "ndcg10": ndcg, "ci_low": ndcg - 0.05,
+            "ci_high": ndcg + 0.05, "vs_zeroshot": gain[0], "vs_zeroshot_low": gain[1], "vs_zeroshot_high": gain[2],
+            "vs_popularity": popularity[0], "vs_popularity_low": popularity[1], "vs_popularity_high": popularity[2],
+            "vs_sasrec": ndcg - 0.75, "vs_sasrec_low": ndcg - 0.8, "vs_sasrec_high": ndcg - 0.7}
+
+
+def test_the_report_shows_the_saved_learning_curve_and_where_it_crosses_a_reference(tmp_path):
+    import pandas as pd
+    from workbench.evaluation.curve import curve_summary
+    rows = [_curve_row("mkv:sft:free", 0, 0.33, popularity=(-0.21, -0.25, -0.17)),
+            _curve_row("mkv:sft:free", 64, 0.60, (0.27, 0.2, 0.3), popularity=(0.06, 0.01, 0.1)),
+            _curve_row("rsllm:sft:listed", 0, 0.23, popularity=(-0.31, -0.35, -0.27))]
+    csv = tmp_path / "learning_curve.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    csv.with_suffix(".json").write_text(json.dumps({"profile": "cpu", "users": 200, "seed": 0, "model": "m",
+                                                    "device": "CPU", "LLM_LEARNING_RATE": 5e-4,
+                                                    "LR_SCHEDULE": "constant"}))
+    intro, table, crossed = curve_summary("cpu", csv)
+    assert "Popularity NDCG@10 0.540, SASRec 0.750" in intro and "the same 200 test users" in intro
+    assert table.loc["MKV, sft, free prompt", "64 windows"] == "0.600 (+0.270 [+0.200, +0.300])"
+    assert table.loc["RSLLM, sft, listed prompt", "zero-shot"] == "0.230"
+    assert table.loc["RSLLM, sft, listed prompt"].isna()["64 windows"]  # not run: the table shows –
+    assert "–" in report._markdown(table)
+    assert crossed == ["- Above Popularity (paired CI above 0): MKV, sft, free prompt at 64 windows "
+                       "(+0.060 [+0.010, +0.100]).",
+                       "- No point crosses SASRec; the closest, MKV, sft, free prompt at 64 windows, is "
+                       "-0.150 [-0.200, -0.100] against it."]
+    assert curve_summary("gpu", csv) is None  # another profile's curve is not reported as this one's
+    assert curve_summary("cpu", tmp_path / "absent.csv") is None

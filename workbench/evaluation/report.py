@@ -1,5 +1,6 @@
 """The comparison written out: results/REPORT.md (which the README's results section is, regenerated), from saved
-runs only (`comparison.py`).  Notebook 09 shows the same tables.  Reproduce: `python -m workbench report`.
+runs only (`comparison.py`).  Notebook 09 shows the same tables; the learning curve (a benchmark outside `make run`,
+`curve.py`) is shown here and in the README only.  Reproduce: `python -m workbench report`.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..data.protocol import load_protocol
 from ..recommender import REGISTRY, entries
 from ..results import results_dir
 from .comparison import Comparison, ablation_summary, ablations, collect
+from .curve import curve_summary
 
 
 def _cell(mean, low, high) -> str:
@@ -87,7 +89,8 @@ def full_ranking_table(comparison: Comparison) -> pd.DataFrame | None:
 
 
 def render(comparison: Comparison, protocol) -> str:
-    """results/REPORT.md: the comparison, paired differences, cost, full ranking, the ablations, what is missing."""
+    """results/REPORT.md: the comparison, paired differences, cost, full ranking, the ablations, what is missing, the
+    learning curve where one of this profile is saved."""
     cfg = comparison.cfg
     records = [r.record for rs in comparison.runs.values() for r in rs]
     devices = sorted({str(rec.get("device")) for rec in records})
@@ -130,6 +133,11 @@ def render(comparison: Comparison, protocol) -> str:
                          if c in summary.columns]].round(3)
         lines += [f"{method} (notebook {REGISTRY[method].ablation_notebook}, `results/{where}`):", "",
                   _markdown(shown), ""]
+    curve = curve_summary(cfg["PROFILE"])
+    if curve is not None:
+        intro, table, crossed = curve
+        lines += [f"### Learning curve (profile `{cfg['PROFILE']}`, `benchmarks/learning_curve.py`, outside "
+                  f"`make run`)", "", intro, "", _markdown(table), "", *crossed, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
