@@ -295,11 +295,14 @@ def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int, device: str) -> 
     for k, (combo, rows) in enumerate(groups):
         # 0 (zero-shot) drawn at the left edge of the log axis; the combinations side by side, so every CI shows
         x = rows["windows"].clip(lower=8) * 2 ** (0.06 * (k - (len(groups) - 1) / 2))
-        line = ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
-                           marker="o", capsize=3, label=label(combo))
+        # marker: the method, line: the prompt form (more combinations than colours never look alike)
+        method, _, form = combo.split(":")[:3]
+        style = {"marker": "s" if method == "rsllm" else "o", "linestyle": "--" if form == "listed" else "-",
+                 "color": f"C{k % 10}" if k < 10 else plt.cm.tab20b(k % 20), "capsize": 3}
+        ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
+                    label=label(combo), **style)
         gain.errorbar(x, rows["vs_zeroshot"], yerr=[rows["vs_zeroshot"] - rows["vs_zeroshot_low"],
-                                                   rows["vs_zeroshot_high"] - rows["vs_zeroshot"]],
-                      marker="o", capsize=3, color=line[0].get_color())
+                                                   rows["vs_zeroshot_high"] - rows["vs_zeroshot"]], **style)
     first = done.iloc[0] if len(done) else None
     if first is not None:
         for name, style in (("popularity", ":"), ("sasrec", "--")):
