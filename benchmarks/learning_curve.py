@@ -298,7 +298,7 @@ def plot(done: pd.DataFrame, path: Path, cfg: dict, users: int, device: str) -> 
         # marker: the method, line: the prompt form (more combinations than colours never look alike)
         method, _, form = combo.split(":")[:3]
         style = {"marker": "s" if method == "rsllm" else "o", "linestyle": "--" if form == "listed" else "-",
-                 "color": f"C{k % 10}" if k < 10 else plt.cm.tab20b(k % 20), "capsize": 3}
+                 "color": f"C{k}" if k < 10 else plt.cm.tab20b(k % 20), "capsize": 3}
         ax.errorbar(x, rows["ndcg10"], yerr=[rows["ndcg10"] - rows["ci_low"], rows["ci_high"] - rows["ndcg10"]],
                     label=label(combo), **style)
         gain.errorbar(x, rows["vs_zeroshot"], yerr=[rows["vs_zeroshot"] - rows["vs_zeroshot_low"],

@@ -3,10 +3,12 @@ commit flagged, common users, the README block; and the committed README equals 
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from workbench import config, process, results
 from workbench.evaluation import comparison, report
+from workbench.evaluation.curve import curve_summary
 from workbench.recommender import entries
 from workbench.data.protocol import load_protocol
 from workbench.methods.pipeline import method_run_id, run_method
@@ -164,8 +166,6 @@ def _curve_row(combo, windows, ndcg, gain=(0.0, 0.0, 0.0), popularity=(-0.2, -0.
 
 
 def test_the_report_shows_the_saved_learning_curve_and_where_it_crosses_a_reference(tmp_path):
-    import pandas as pd
-    from workbench.evaluation.curve import curve_summary
     rows = [_curve_row("mkv:sft:free", 0, 0.33, popularity=(-0.21, -0.25, -0.17)),
             _curve_row("mkv:sft:free", 64, 0.60, (0.27, 0.2, 0.3), popularity=(0.06, 0.01, 0.1)),
             _curve_row("rsllm:sft:listed", 0, 0.23, popularity=(-0.31, -0.35, -0.27))]

@@ -51,10 +51,10 @@ def curve_table(done: pd.DataFrame) -> pd.DataFrame:
 def crossings(done: pd.DataFrame) -> list[str]:
     """For each reference: the trained points whose paired NDCG@10 CI against it lies above 0, or the closest one."""
     trained = done[done["windows"] > 0]
+    if trained.empty:
+        return []
     lines = []
     for key, name in REFERENCES.items():
-        if trained.empty:
-            break
         above = trained[trained[f"vs_{key}_low"] > 0]
         if len(above):
             where = "; ".join(f"{label(r['combo'])} at {int(r['windows'])} windows "
