@@ -6,7 +6,7 @@ PROFILE ?= cpu
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: run test test-unit lab setup assets prepare clean-venv
+.PHONY: run test test-unit lab setup assets prepare gpu-check clean-venv
 
 # Setup: a virtual environment with torch's CPU wheel first (an open torch requirement pulls a multi-GB CUDA build),
 # then the project and its pinned stack. Re-runs only when pyproject.toml changes.
@@ -45,6 +45,12 @@ test: setup
 
 test-unit: setup
 	$(PY) -m pytest -q tests/unit
+
+# The first run on a lent GPU (docs/gpu.md): its time estimate (refused over 8 minutes unless GPU_CHECK_ARGS=--force),
+# the engine benchmark, every notebook in the gpu-quick profile and its report, under runs/gpu-check/gpu-quick/.
+# Without CUDA: the estimate for an H100 and an H200, then the same steps at smoke scale.
+gpu-check: prepare
+	$(PY) -m workbench gpu-check $(GPU_CHECK_ARGS)
 
 # JupyterLab on the project root (README, figures/, results/, runs/ in its file browser), opening on notebooks/, with
 # the one kernel the notebooks name (the environment's python3) and autosave off (a half-run notebook is never written

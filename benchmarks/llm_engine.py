@@ -2,9 +2,9 @@
 padded vs padding-free (vs bin-packed), MFU against a matrix product timed in this process, and peak memory.
 
 Same model, same MKV prompts (cpu-profile users and training windows), same process.  MFU = useful FLOP/s divided
-by the measured matmul rate (fp32 on CPU, bf16 on CUDA), not a datasheet peak; useful FLOP counts real tokens only
-(no padding): forward 2·N·tokens (N = non-embedding parameters) plus the LM head on scored tokens; training uses
-the 6·N·tokens convention.  The padded and padding-free loss curves go to figures/benchmark_sft_loss.png.
+by a matrix product timed in this process (fp32 on CPU, bf16 on CUDA) and, on CUDA, by the datasheet's dense bf16
+peak; FLOPs are counted as every run's record counts them (workbench/compute.py: real tokens only, forward 2·N per
+token plus the LM-head columns computed, training 3× its forward).  The padded and padding-free loss curves go to figures/benchmark_sft_loss.png.
 Reproduce: `.venv/bin/python benchmarks/llm_engine.py` (CPU: about 10 minutes on 2 cores; nothing is asserted).
 """
 from __future__ import annotations
@@ -20,69 +20,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from workbench import config, metrics, process
+from workbench import compute, config, metrics, process
 from workbench.llm import likelihood, scoring, sft
 from workbench.data.protocol import load_protocol
 from workbench.recommender import get_method
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class PeakMemory:
-    """Peak memory above the starting level while the block runs: CUDA allocator, else resident set size (sampled)."""
-
-    def __init__(self, device: str):
-        self.cuda, self.peak = str(device).startswith("cuda"), 0
-
-    def _rss(self) -> int:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.base)
-            time.sleep(0.01)
-
-    def __enter__(self):
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            self.base, self._stop = self._rss(), threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self._stop.set()
-            self._thread.join()
-
-
-def matmul_rate(device: str) -> float:
-    """FLOP/s of a large matrix product in the engine's dtype (bf16 on CUDA, fp32 on CPU), best of five."""
-    cuda = str(device).startswith("cuda")
-    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(6):
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if cuda:
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best
-
-
-def non_embedding_params(model) -> int:
-    """Parameters outside the input embedding and LM head (their FLOPs are counted separately)."""
-    skip = {id(model.get_input_embeddings().weight), id(model.get_output_embeddings().weight)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
 def ranking_inputs(mkv, users: int) -> tuple[list[str], list[list[str]], list[int]]:
@@ -107,9 +50,8 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
     model, tok = mkv.model, mkv.tokenizer
     prompts, titles, targets = ranking_inputs(mkv, users)
     items = likelihood.make_items(tok, prompts, titles)
-    n_body, h, v = non_embedding_params(model), model.config.hidden_size, model.config.vocab_size
     scored = sum(len(c) for it in items for c in it.candidates)
-    flop = 2 * n_body * sum(it.length for it in items) + 2 * h * v * scored
+    flop = compute.forward_flops(model, sum(it.length for it in items), scored)
     size = batch_size or likelihood.auto_batch_size(model, max(it.length for it in items),
                                                 max(sum(map(len, it.candidates)) for it in items), model.device)
     variants = {"per-user (prefix-shared)": lambda: [scoring.score_prefix_shared(model, tok, p, t)
@@ -119,7 +61,7 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
     likelihood.score_items(model, items[:1], tok.pad_token_id, progress=False)  # warm-up
     rows, scores = [], {}
     for name, run in variants.items():
-        with torch.no_grad(), PeakMemory(model.device) as mem:
+        with torch.no_grad(), compute.PeakMemory(model.device) as mem:
             start = time.perf_counter()
             scores[name] = run()
             if str(model.device).startswith("cuda"):
@@ -145,13 +87,14 @@ def bench_sft(mkv, cfg: dict, samples: int, variants, rate: float) -> tuple[list
         out = Path(tempfile.mkdtemp(prefix=f"sft-{mode}-"))
         try:
             fresh = type(mkv)(config.override(cfg, **changes), mkv.protocol, mkv.device)  # a fresh base model
-            n_body = non_embedding_params(fresh.model)
             process.seed_everything(cfg["SEED"])
-            with PeakMemory(fresh.device) as mem:
-                start = time.perf_counter()
+            meter = compute.Meter(fresh.device)  # the same counts and timing as a run's record
+            with meter.phase("fit"):
                 _, log = sft.train_sft(fresh.model, fresh.tokenizer, examples, fresh.cfg, out, fresh.device,
-                                         resume=False)
-                seconds = time.perf_counter() - start
+                                       resume=False)
+            fit = meter.phases["fit"]
+            seconds, flops, peak, tokens = (fit["seconds"], fit["counts"]["flops"], fit["peak"],
+                                            fit["counts"]["train_tokens"])
         except Exception as err:  # noqa: BLE001 - a variant this machine cannot run is a row, not the end of the table
             print(f"SFT variant {variant} failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
             rows.append({"step": f"SFT {len(examples)} prompts: {variant} (failed)", "unit": "tokens/s"})
@@ -160,8 +103,8 @@ def bench_sft(mkv, cfg: dict, samples: int, variants, rate: float) -> tuple[list
             shutil.rmtree(out, ignore_errors=True)
         curves[variant] = log
         attention = fresh.model.config._attn_implementation
-        rows.append({"step": f"SFT {len(examples)} prompts: {mode}, {attention}", "rate": lengths.sum() / seconds,
-                     "unit": "tokens/s", "MFU": 6 * n_body * lengths.sum() / seconds / rate, "peak MB": mem.peak / 2 ** 20})
+        rows.append({"step": f"SFT {len(examples)} prompts: {mode}, {attention}", "rate": tokens / seconds,
+                     "unit": "tokens/s", "MFU": flops / seconds / rate, "peak MB": peak / 2 ** 20})
     return rows, curves, padding_bound(lengths, cfg["LLM_BATCH_SIZE"], cfg["SEED"])
 
 
@@ -204,6 +147,9 @@ def main() -> None:
     parser.add_argument("--sft-batch", type=int, default=None, help="SFT batch size (default: the profile's)")
     parser.add_argument("--sft", default=None, help="SFT variants SFT_PACKING[:ATTENTION], comma-separated (default: "
                         "padded, padding_free, packed with sdpa; on CUDA also padding_free:flex_attention)")
+    parser.add_argument("--table", default=None, help="also write the table to this CSV (gpu-check does)")
+    parser.add_argument("--figure", default=None, help="the loss curves' PNG (default: figures/"
+                        "benchmark_sft_loss_<cpu|gpu>.png)")
     args = parser.parse_args()
     device = process.pick_device(args.device)
     cuda = device.startswith("cuda")
@@ -216,7 +162,7 @@ def main() -> None:
     process.seed_everything(cfg["SEED"])
     protocol = load_protocol(cfg)
     mkv = get_method("mkv")(cfg, protocol, device)
-    rate = matmul_rate(device)
+    rate = compute.matmul_rate(device, "bf16" if cuda else "fp32")
     rank_rows, delta = bench_ranking(mkv, users, args.batch_size, rate)
     variants = (args.sft or "padded,padding_free,packed" + (",padding_free:flex_attention" if cuda else "")).split(",")
     sft_rows, curves, bound = bench_sft(mkv, cfg, args.samples or (4000 if cuda else 32), variants, rate)
@@ -224,19 +170,29 @@ def main() -> None:
     for kind in ("users/s", "tokens/s"):
         part = table["unit"] == kind
         table.loc[part, "speed-up"] = table.loc[part, "rate"] / table.loc[part, "rate"].iloc[0]
+    sheet = compute.datasheet_peak(process.device_description(device)) if cuda else None
+    if sheet:
+        table["MFU (datasheet)"] = table["MFU"] * rate / sheet
     print(f"{args.model} on {process.device_description(device)}, torch {torch.__version__}, "
           f"{'bf16' if cuda else 'fp32'}, attention {mkv.model.config._attn_implementation}; matmul rate "
           f"{rate / 1e12:.2f} TFLOP/s (the MFU denominator); SFT batch {cfg['LLM_BATCH_SIZE']} x GRAD_ACCUM "
           f"{cfg['GRAD_ACCUM']}, LoRA r={cfg['LORA_R']}, dropout 0 (so padded and padding-free losses can match)")
-    fmt = {"rate": "{:,.1f}".format, "MFU": "{:.1%}".format, "peak MB": "{:,.0f}".format, "speed-up": "{:.2f}x".format}
+    fmt = {"rate": "{:,.1f}".format, "MFU": "{:.1%}".format, "MFU (datasheet)": "{:.1%}".format,
+           "peak MB": "{:,.0f}".format, "speed-up": "{:.2f}x".format}
     print(table.to_string(formatters=fmt))
+    if args.table:
+        Path(args.table).parent.mkdir(parents=True, exist_ok=True)
+        table.assign(device=process.device_description(device), model=args.model, dtype="bf16" if cuda else "fp32",
+                     matmul_tflops=rate / 1e12, commit=process.git_commit()).to_csv(args.table)
+        print(f"table: {args.table}")
     print(delta)
     print(bound)
     final = {m: float(c["loss"].iloc[-1]) for m, c in curves.items() if len(c)}
     print("final SFT loss per mode: " + ", ".join(f"{m} {v:.4f}" for m, v in final.items()))
-    figure = ROOT / "figures" / f"benchmark_sft_loss_{'gpu' if cuda else 'cpu'}.png"
+    figure = Path(args.figure or ROOT / "figures" / f"benchmark_sft_loss_{'gpu' if cuda else 'cpu'}.png")
+    figure.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, figure, f"SFT loss, {args.model}, {process.device_description(device)}")
-    print(f"loss curves: {figure.relative_to(ROOT)}")
+    print(f"loss curves: {figure}")
 
 
 if __name__ == "__main__":

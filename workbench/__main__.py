@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench {assets,prepare,run,train,report,params}`; errors print one line that says what to do."""
+"""Command line: `python -m workbench {assets,prepare,run,train,report,gpu-check,params}`; errors print one line that says what to do."""
 from __future__ import annotations
 
 import argparse
@@ -77,6 +77,12 @@ def _report(args) -> None:
         print(f"missing: {label} (make it with `{cmd}`)")
 
 
+def _gpu_check(args) -> None:
+    from .gpucheck import GpuCheck, run
+    run(GpuCheck(budget_minutes=args.budget_minutes, force=args.force, estimate_only=args.estimate_only,
+                 notebooks=args.notebooks, benchmark=not args.no_benchmark, mfu=args.mfu))
+
+
 def _params(args) -> None:
     from . import config
     print(config.describe_all(config.profile_name(args.profile)))
@@ -105,6 +111,8 @@ def report_error(command: str, err: BaseException) -> int:
 
 def main(argv=None) -> int:
     """Entry point for `python -m workbench` and the `workbench` script."""
+    from .config import PROFILES
+    profile_help = f"{' | '.join(PROFILES)} (default: $WORKBENCH_PROFILE or cpu)"
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("assets", help="fetch and verify the offline assets (data and model)")
@@ -122,7 +130,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=_prepare)
     r = sub.add_parser("run", help="execute notebooks with papermill")
     r.add_argument("notebooks", nargs="*", help="numbers (02), stems (02_baselines) or paths; default: all")
-    r.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    r.add_argument("--profile", default=None, help=profile_help)
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
     r.add_argument("--output-dir", default=None, help="where executed copies go (default runs/<timestamp>-<id>)")
     r.add_argument("--refresh", action="store_true", help="remake the committed outputs (make run): figures/, "
@@ -131,19 +139,28 @@ def main(argv=None) -> int:
     r.set_defaults(func=_run)
     t = sub.add_parser("train", help="fine-tune an LLM method (fit only); also under `accelerate launch`")
     t.add_argument("method", help="an LLM method, e.g. mkv")
-    t.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    t.add_argument("--profile", default=None, help=profile_help)
     t.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter")
     t.set_defaults(func=_train)
     rp = sub.add_parser("report", help="write results/REPORT.md (every method on one table) from the saved runs")
-    rp.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    rp.add_argument("--profile", default=None, help=profile_help)
     rp.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
                     help="a parameter the runs were made with")
     rp.add_argument("--readme", default=None, help="also replace the report block of this README (README.md)")
     rp.add_argument("--refresh", action="store_true", help="write results/REPORT.md, the committed report (make run); "
                     "else runs/scratch/results/")
     rp.set_defaults(func=_report)
+    g = sub.add_parser("gpu-check", help="on CUDA: estimate, engine benchmark, every notebook in gpu-quick, report "
+                       "(<= 8 min); on CPU the same at smoke scale (docs/gpu.md)")
+    g.add_argument("notebooks", nargs="*", help="numbers or stems (default: all)")
+    g.add_argument("--budget-minutes", type=float, default=8.0, help="refuse a run estimated longer (default 8)")
+    g.add_argument("--force", action="store_true", help="start even if over budget or without an estimate")
+    g.add_argument("--estimate-only", action="store_true", help="print the estimate and stop")
+    g.add_argument("--no-benchmark", action="store_true", help="skip benchmarks/llm_engine.py")
+    g.add_argument("--mfu", type=float, default=None, help="MFU the estimate assumes (default: measured, else 5%%)")
+    g.set_defaults(func=_gpu_check)
     pa = sub.add_parser("params", help="list every parameter: its value in a profile, allowed values, meaning")
-    pa.add_argument("--profile", default=None, help="smoke | cpu | gpu (default: $WORKBENCH_PROFILE or cpu)")
+    pa.add_argument("--profile", default=None, help=profile_help)
     pa.set_defaults(func=_params)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -41,6 +41,10 @@ def test_every_llm_method_fits_and_ranks_in_bf16_on_cpu(smoke, name):
     assert lora_b and any(p.detach().float().abs().sum() > 0 for p in lora_b), f"{name}: LoRA did not move"
     record = results.load_run(run.run_id).record
     assert record["parameters"]["DTYPE"] == "bf16"
+    usage = record["compute"]  # what a GPU figure needs, counted in the dtype that ran
+    assert usage["matmul_dtype"] == "bf16" and usage["fit"]["dtype"] == ["bf16"], name
+    assert usage["fit"]["train_tokens"] > 0 and usage["fit"]["train_tokens_per_s"] > 0, name
+    assert usage["rank"]["users_per_s"] == pytest.approx(4 / usage["rank"]["seconds"], rel=0.05), name
 
 
 def test_bf16_and_fp32_runs_are_different_runs(smoke):

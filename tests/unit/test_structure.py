@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "workbench"
-FOUNDATION = ("quiet", "config", "assets", "outputs", "process", "metrics", "results", "recommender")
+FOUNDATION = ("quiet", "config", "assets", "outputs", "process", "compute", "metrics", "results", "recommender")
 LAYERS = [{f"workbench.{m}" for m in FOUNDATION}, "workbench.data", "workbench.llm", "workbench.methods",
-          "workbench.evaluation", "workbench.notebook", {"workbench.distributed", "workbench.__main__", "workbench"}]
+          "workbench.evaluation", "workbench.notebook", {"workbench.distributed", "workbench.gpucheck", "workbench.__main__", "workbench"}]
 LONG = 300  # lines; a longer module says why in its docstring ("Longer than ...")
 
 

@@ -87,6 +87,29 @@ class Comparison:
         return pd.DataFrame(rows).set_index("method")
 
 
+    def compute(self) -> pd.DataFrame | None:
+        """Per LLM entry (first seed's run) what its record's `compute` entry says the device did: dtype, kernel,
+        ranking batch size, rates, MFU against the timed matmul (and the datasheet, on CUDA), peak memory; None when
+        no run recorded one."""
+        rows, variants = [], {e.label for e in entries() if e.variant}  # another model of a run: not its own work
+        for label, runs in self.runs.items():
+            usage = runs[0].record.get("compute")
+            if not usage or label in variants:
+                continue
+            fit, rank = usage.get("fit", {}), usage.get("rank", {})
+            mfu = lambda p, k: "–" if p.get(k) is None else f"{p[k]:.1%}"  # noqa: E731
+            rows.append({"method": label, "dtype": ", ".join(rank.get("dtype", [])) or "–",
+                         "SFT tokens/s": _number(fit.get("train_tokens_per_s"), 0),
+                         "SFT MFU (matmul / sheet)": f"{mfu(fit, 'mfu_vs_matmul')} / {mfu(fit, 'mfu_vs_datasheet')}",
+                         "users/s": _number(rank.get("users_per_s"), 2),
+                         "rank MFU (matmul / sheet)": f"{mfu(rank, 'mfu_vs_matmul')} / {mfu(rank, 'mfu_vs_datasheet')}",
+                         "rank batch": ", ".join(map(str, rank.get("rank_batch_size", []))) or "–",
+                         "peak MB (fit / rank)": f"{_number(fit.get('peak_memory_mb'), 0)} / "
+                                                 f"{_number(rank.get('peak_memory_mb'), 0)}",
+                         "matmul TFLOP/s": f"{usage['matmul_tflops']:.2f}"})
+        return pd.DataFrame(rows).set_index("method") if rows else None
+
+
 def training_budget(record: dict) -> str:
     """What an LLM run trained on, in words: windows, SFT rows and optimiser steps, and each method's extra stages or
     rounds ('–' for a conventional model, 'zero-shot' untrained), so that budgets can be compared across methods."""

@@ -115,6 +115,11 @@ def render(comparison: Comparison, protocol) -> str:
         lines += ["Each LLM method against its own untrained reference (the same prompts and users, no training; a CI "
                   "above 0 is evidence that it learned):", "", _markdown(learned), ""]
     lines += ["Cost (first seed's run; time on the device named):", "", _markdown(comparison.cost()), ""]
+    usage = comparison.compute()
+    if usage is not None:
+        lines += ["What the device did (first seed's run; counted by the engine, `compute` in each record: real "
+                  "tokens, training 3× its forward; MFU against a matrix product timed in the same process and the "
+                  "datasheet's dense bf16 peak; docs/gpu.md):", "", _markdown(usage), ""]
     full = full_ranking_table(comparison)
     if full is not None:
         lines += ["Full ranking (all items, the user's earlier items excluded; every test user of the run):", "",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import compute
 from .softtokens import SOFT_TOKEN, splice
 
 MASKED_IMPLEMENTATIONS = ("sdpa", "eager")  # attention implementations that take an arbitrary 4-D mask
@@ -161,6 +162,7 @@ def batch_logp(model, items: list[Item], pad_id: int, reduce: str = "sum") -> li
         cols = [c - (batch.start - 1) for c in cols]
     logits = model(**inputs, attention_mask=_attention_mask(model, batch.mask), position_ids=batch.positions,
                    logits_to_keep=keep).logits
+    compute.count_forward(model, sum(it.length for it in items), batch.input_ids.shape, logits.shape[:2])
     rows, cols, tokens, owner = (torch.as_tensor(np.asarray(x), device=model.device)
                                  for x in (rows, cols, tokens, owner))
     picked = logits[rows, cols].float()
@@ -227,10 +229,10 @@ def score_items(model, items: list[Item], pad_id: int, reduce: str = "sum", batc
     scored = max(sum(map(len, it.candidates)) for it in items)
     size = batch_size or auto_batch_size(model, max(lengths), scored, model.device)
     out: list[np.ndarray | None] = [None] * len(items)
-    batches = plan_batches(lengths, size)
     bar = tqdm(total=len(items), desc=desc, disable=not progress, mininterval=10, unit="seq")
     with masked_attention(model):
-        for idx in batches:
+        compute.chose(rank_batch_size=size, rank_attention=attention_of(model), dtype=compute.dtype_name(model.dtype))
+        for idx in plan_batches(lengths, size):
             scores = batch_logp(model, [items[i] for i in idx], pad_id, reduce)
             for i, s in zip(idx, scores):
                 out[i] = s.cpu().numpy()

@@ -3,6 +3,8 @@
 A subclass supplies its prompts (`prompts(view, epoch=None)` -> prompt/completion rows) and the text its tiny
 smoke-profile tokenizer is trained on (`corpus()`); everything else (same users, same candidates, same trainer and
 scorer, checkpoints keyed by training parameters only) is here, so every LLM method is compared on equal terms.
+
+Longer than 300 lines: the one base class all four LLM methods share.
 """
 from __future__ import annotations
 
@@ -109,6 +111,12 @@ class LLMRecommender(Recommender):
         params = set(cls.train_params()) | {"LLM_EVAL_USERS", "SCORE_REDUCE", "SCORE_ORDERS"}
         return {"method": cls.name, "protocol": protocol.identity(), "params": {k: cfg[k] for k in sorted(params)},
                 "model_weights": model_identity(cfg["MODEL"]), **data_text(cfg, protocol)}
+
+    @classmethod
+    def decode_plan(cls, cfg: dict, users: int, windows: int) -> dict:
+        """{key: greedy decoding steps} of the cached generation a run with `cfg` needs for `users` evaluated users and
+        `windows` training windows (runs with the same key share it; budget.py adds each key once): none by default."""
+        return {}
 
     def corpus(self) -> list[str]:
         """Text the tiny model's tokenizer is trained on (smoke profile)."""

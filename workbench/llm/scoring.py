@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .. import metrics
+from .. import compute, metrics
 from .likelihood import completion_ids, make_items, pointwise_items, score_items, token_ids
 from .softtokens import check_soft_ids, splice
 
@@ -111,6 +111,7 @@ def generate_answer(model, tokenizer, prompt: str, max_new_tokens: int = 32, sof
     out = model.generate(**{"input_ids": ids, **_inputs(model, ids, soft)}, attention_mask=torch.ones_like(ids),
                          max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id)
+    compute.count_generation(model, ids.shape[1], out[:, ids.shape[1]:], tokenizer.eos_token_id)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
 
 

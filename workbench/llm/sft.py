@@ -27,6 +27,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from .. import compute
 from . import softtokens
 from .loading import default_dtype
 
@@ -90,12 +91,27 @@ def use_text_progress(trainer, desc: str = "LoRA SFT") -> None:
     trainer.add_callback(TextProgress(desc))
 
 
+def count_step(model, inputs: dict) -> None:
+    """Count one micro-batch's training work in the active compute Meter: real tokens (padding left out), padded
+    cells, examples, FLOPs (forward and backward, the LM head over every position), the kernel, dtype and rows per
+    batch."""
+    ids, positions = inputs["input_ids"], inputs.get("position_ids")
+    real = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else ids.numel()
+    concatenated = positions is not None and ids.shape[0] == 1  # padding-free / packed: examples restart at 0
+    examples = int((positions == 0).sum()) if concatenated else int(ids.shape[0])
+    compute.count(train_tokens=real, train_padded_tokens=ids.numel(), train_examples=examples,
+                  flops=3 * compute.forward_flops(model, real, real))
+    compute.chose(attention=getattr(model.config, "_attn_implementation", None) or "eager",
+                  dtype=compute.dtype_name(model.dtype), micro_batch_rows=int(ids.shape[0]))
+
+
 class AdapterSFTTrainer(SFTTrainer):
     """SFTTrainer whose checkpoints hold the LoRA adapter alone, never the (unchanged) embedding matrices, and whose
     every step's loss (every term a subclass adds included) is checked where it is computed: a NaN or infinite loss
     stops the run before the optimiser applies it."""
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        count_step(self.model, inputs)
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             raise NanLossError(f"training loss is {loss.item()} at step {self.state.global_step + 1}: lower "

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import config, metrics, process, results
+from .. import compute, config, metrics, process, results
 from ..assets import atomic_write
 from ..recommender import Recommender, get_method, get_spec, zero_shot
 
@@ -71,20 +71,22 @@ def run_method(name: str, cfg: dict, protocol, device: str = "cpu", which: str =
     rid = method_run_id(name, cfg, protocol, run_name) + ("" if which == "test" else f"-{which}")
     process.seed_everything(cfg["SEED"])
     rec = cls(cfg, protocol, device)
-    start = time.time()
-    log = rec.fit()
-    fit_s = time.time() - start
+    meter = compute.Meter(device)  # the work the engine counts, per phase (compute.py)
+    with meter.phase("fit"):
+        log = rec.fit()
     view = rec.eval_view(which)
-    start = time.time()
-    ranks = check_ranks(rec.rank(view), view, rid)
-    rank_s = time.time() - start
-    start = time.time()
-    rec.diagnose(view)
-    diagnose_s = time.time() - start
+    with meter.phase("rank"):
+        ranks = check_ranks(rec.rank(view), view, rid)
+    with meter.phase("diagnose"):
+        rec.diagnose(view)
+    fit_s, rank_s, diagnose_s = (meter.phases[p]["seconds"] for p in ("fit", "rank", "diagnose"))
     extra = {"method": cls.name, "label": cls.label, "split": which, "fit_seconds": round(fit_s, 2),
              "rank_seconds": round(rank_s, 2), "diagnose_seconds": round(diagnose_s, 2),
              "training_log": log.round(6).to_dict("records"), "inputs": dict(rec.inputs),
              "resumed": list(rec.resumed), **rec.report(view)}
+    usage = meter.summary({"rank": ("users", len(view))})
+    if usage:
+        extra["compute"] = usage
     path = None
     if save:
         path = results.save_run(rid, ranks[["user_id", "rank"]].sort_values("user_id", ignore_index=True), rec.cfg,

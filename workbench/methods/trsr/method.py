@@ -11,6 +11,7 @@ items).  Reproduce: `python -m workbench run 05` (summaries, method) and `python
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from contextlib import nullcontext
 
@@ -41,6 +42,23 @@ class LLMTRSR(LLMRecommender):
     caps = {"LLM_EVAL_USERS": "TRSR_EVAL_USERS", "LLM_TRAIN_SAMPLES": "TRSR_TRAIN_SAMPLES"}
     method_params = ("TRSR_HISTORY", "TRSR_SCORING", "BLOCK_SIZE", "MAX_BLOCKS", "RECENT_ITEMS", "SUMMARY_MODEL",
                      "SUMMARY_TOKENS")
+
+    @classmethod
+    def decode_plan(cls, cfg: dict, users: int, windows: int) -> dict:
+        """{(history, part): decoding steps} of the summaries (cached per history kind): hierarchical = the blocks'
+        summaries, then the merge; recurrent = one level per block; each level SUMMARY_BATCH_SIZE histories at a time,
+        up to SUMMARY_TOKENS steps (MAX_BLOCKS None: ~20 blocks, MovieLens' median history)."""
+        kind = cfg["TRSR_HISTORY"]
+        if kind not in ("hierarchical", "recurrent"):
+            return {}
+        blocks, batch, tokens = cfg["MAX_BLOCKS"] or 20, cfg["SUMMARY_BATCH_SIZE"], cfg["SUMMARY_TOKENS"]
+        out = {}
+        for part, n in (("users", users), ("windows", windows)):
+            if n:
+                levels = (math.ceil(n * blocks / batch) + math.ceil(n / batch) if kind == "hierarchical"
+                          else blocks * math.ceil(n / batch))
+                out[(kind, part)] = levels * tokens
+        return out
 
     def __init__(self, cfg: dict, protocol, device: str = "cpu"):
         super().__init__(cfg, protocol, device)

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from ... import assets
+from ... import assets, compute
 from ...llm.prompting import prompt_text
 
 METHODS = ("hierarchical", "recurrent")
@@ -128,6 +128,7 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 6
                              eos_token_id=tokenizer.eos_token_id)
         for r, i in enumerate(rows):
             answers[i] = _new_text(tokenizer, out[r, width:])
+        compute.count_generation(model, int(mask.sum()), out[:, width:], tokenizer.eos_token_id)
     return answers
 
 
@@ -247,8 +248,7 @@ def summarize_users(model, tokenizer, histories: dict, describe: Describe, metho
     """
     if method not in SUMMARISERS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    model_name = model_name or getattr(model.config, "name_or_path", "") or ""
-    folder = None
+    model_name, folder = model_name or getattr(model.config, "name_or_path", "") or "", None
     if use_cache:
         if not model_name:
             raise ValueError("the model has no name_or_path: pass model_name (it keys the summary cache)")
