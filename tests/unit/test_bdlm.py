@@ -277,6 +277,18 @@ def test_mf_is_a_domain_model_trained_on_first_use(smoke):
     assert metrics.summarize(run.recommender.variants["domain_after"])["HR@10"] >= 0
 
 
+def test_a_saved_mf_run_without_its_weights_is_trained_again_not_a_dead_end(smoke, capsys):
+    """A fresh clone holds the committed MF record without weights.pt (weights stay out of git); BDLM, MF's only
+    reader, used to stop there with 're-run notebook 02', which does not make MF."""
+    cfg, protocol = smoke
+    cfg = config.override(cfg, DOMAIN_MODEL="mf", BDLM_ROUNDS=1)
+    mf = run_method("mf", config.override(cfg, SEED=cfg["ID_MODEL_SEED"]), protocol)
+    (mf.record_path.parent / "weights.pt").unlink()
+    run = run_method("bdlm", cfg, protocol)
+    assert "has no weights here" in capsys.readouterr().out
+    assert (mf.record_path.parent / "weights.pt").exists() and run.extra["domain_model"]["run"] == mf.run_id
+
+
 def test_bdlm_refuses_a_missing_sasrec_run_and_its_zero_shot_trains_nothing(smoke):
     cfg, protocol = smoke
     with pytest.raises(FileNotFoundError, match="run notebook 02_baselines"):

@@ -50,13 +50,17 @@ SCHEDULE = "own-state"  # each model evaluated at the state it last trained with
 
 
 def domain_run(rec: "BDLM"):
-    """The saved DOMAIN_MODEL run (`BDLM.upstream`) on this candidate set; MF is trained on first use."""
+    """The saved DOMAIN_MODEL run (`BDLM.upstream`) on this candidate set; MF is trained on first use, and again
+    where its saved run has no weights here (weights stay out of git: a fresh clone has the record alone)."""
     try:
-        return read_upstream(rec, "domain")
+        run = read_upstream(rec, "domain")
+        if rec.cfg["DOMAIN_MODEL"] != "mf" or (run.folder / "weights.pt").exists():
+            return run
+        print(f"the saved MF domain model {run.folder.name} has no weights here (they stay out of git): training it")
     except FileNotFoundError:
         if rec.cfg["DOMAIN_MODEL"] != "mf":
             raise
-    print("training the MF domain model (saved with the baselines' runs)")
+        print("training the MF domain model (saved with the baselines' runs)")
     run_method("mf", BDLM.upstream(rec.cfg)["domain"][1], rec.protocol, rec.device)
     return read_upstream(rec, "domain")
 
