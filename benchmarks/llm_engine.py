@@ -68,7 +68,7 @@ def bench_ranking(mkv, users: int, batch_size: int | None, rate: float) -> tuple
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
         rows.append({"step": f"ranking {users} users: {name}", "rate": users / seconds, "unit": "users/s",
-                     "MFU": flop / seconds / rate, "peak MB": mem.peak / 2 ** 20})
+                     "MFU": flop / seconds / rate, "peak MB": mem.top / 2 ** 20})
     a, b = scores.values()
     delta = max(np.abs(x - y).max() for x, y in zip(a, b))
     return rows, f"max |Δ log p| batched vs per-user {delta:.2e}; {rank_agreement(a, b, targets)}"

@@ -43,11 +43,11 @@ def synchronize(device) -> None:
 
 
 class PeakMemory:
-    """Peak memory above the starting level while the block runs: CUDA allocator, else resident set size (sampled
-    every 10 ms)."""
+    """Peak memory while the block runs, above its starting level (`peak`) and in all (`top`): the CUDA allocator's,
+    else the process's resident set size (sampled every 10 ms)."""
 
     def __init__(self, device):
-        self.cuda, self.peak = is_cuda(device), 0
+        self.cuda, self.peak, self.top = is_cuda(device), 0, 0
 
     @staticmethod
     def _rss() -> int:
@@ -74,11 +74,12 @@ class PeakMemory:
         if self.cuda:
             import torch
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
+            self.top = torch.cuda.max_memory_allocated()
         else:
             self._stop.set()
             self._thread.join()
-            self.peak = max(self.peak, self._rss() - self.base)
+            self.top = self.base + max(self.peak, self._rss() - self.base)
+        self.peak = self.top - self.base
 
 
 def matmul_rate(device: str, dtype: str = "bf16") -> float:
@@ -191,7 +192,8 @@ class Meter:
 
     @contextmanager
     def phase(self, name: str):
-        """Time a phase (device work finished at both ends), count into it, and record its peak memory."""
+        """Time a phase (device work finished at both ends), count into it, and record its peak memory (in all: what
+        the phase needed the device to hold, the model included)."""
         token = _ACTIVE.set(self)
         previous, self.current = self.current, name
         self._phase(name)
@@ -203,7 +205,7 @@ class Meter:
                 synchronize(self.device)
         finally:
             self.phases[name]["seconds"] += time.perf_counter() - start
-            self.phases[name]["peak"] = max(self.phases[name]["peak"], memory.peak)
+            self.phases[name]["peak"] = max(self.phases[name]["peak"], memory.top)
             self.current = previous
             _ACTIVE.reset(token)
 

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "runs" / "gpu-check"
 COMMITTED = ROOT / "results"  # the cpu profile's `make run`, whose counted work the estimate scales
 REFERENCE_DEVICES = ("NVIDIA H100 80GB HBM3", "NVIDIA H200")  # estimated for on a machine without CUDA
+GPU_SFT_VARIANTS = "padded,padding_free,packed"  # flex attention left out: its compilation alone can take minutes
 CPU_BENCHMARK = ["--model", "tiny", "--users", "4", "--samples", "8", "--sft", "padded,padding_free"]
 
 
@@ -113,7 +114,7 @@ def run(settings: GpuCheck) -> Path | None:
             args = [sys.executable, str(ROOT / "benchmarks" / "llm_engine.py"), "--table", str(out / "llm_engine.csv"),
                     "--figure", str(out / "figures" / f"benchmark_sft_loss_{kind}.png")]
             args += (["--users", str(budget.ENGINE_BENCHMARK["users"]), "--samples",
-                      str(budget.ENGINE_BENCHMARK["samples"])] if cuda else CPU_BENCHMARK)
+                      str(budget.ENGINE_BENCHMARK["samples"]), "--sft", GPU_SFT_VARIANTS] if cuda else CPU_BENCHMARK)
             timed("engine benchmark", steps, lambda: subprocess.run(args, check=True, cwd=ROOT))
         paths, notebooks = batch.select_notebooks(settings.notebooks), []
         timed(f"{len(paths)} notebooks, profile {profile}", steps,

@@ -104,3 +104,15 @@ def test_llm_trsr_summaries_are_costed_once_per_history_kind():
     assert trsr.decode_plan(config.override(cfg, TRSR_HISTORY="recent"), 943, 1000) == {}
     assert get_method("mkv").decode_plan(cfg, 943, 1000) == {}
 
+
+
+def test_the_gpu_quick_profile_fits_its_budget_by_the_committed_cpu_runs():
+    """The sizes of gpu-quick, costed by the work the committed `make run` counted, at the assumed MFU."""
+    from workbench.data.protocol import load_protocol
+    from workbench.gpucheck import COMMITTED, REFERENCE_DEVICES
+    cfg = config.resolve("gpu-quick")
+    protocol = load_protocol(cfg)
+    for name in REFERENCE_DEVICES:
+        table = budget.estimate(cfg, protocol, name, reference_runs=COMMITTED)
+        assert table.attrs["mfu_source"] == "assumed" and 0 < budget.minutes(table) <= GpuCheck().budget_minutes, \
+            budget.describe(table, "gpu-quick")

@@ -34,7 +34,7 @@ DECODE_STEP_S = 0.025    # one greedy decoding step of a batch (launch-bound for
 RUN_OVERHEAD_S = 6.0     # per LLM run: model load, prompts, tokenisation, saving
 NOTEBOOK_OVERHEAD_S = 10.0  # per notebook: kernel start, data, plots
 BASELINE_SPEEDUP = 10.0  # a GPU epoch of SASRec/GRU4Rec/MF against the reference CPU's
-ENGINE_BENCHMARK = {"users": 200, "samples": 1000, "variants": 4, "per_user_rate": 30.0}  # gpu-check's benchmark
+ENGINE_BENCHMARK = {"users": 100, "samples": 500, "variants": 3, "per_user_rate": 30.0}  # gpu-check's benchmark
 
 
 @dataclass(frozen=True)

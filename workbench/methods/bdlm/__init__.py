@@ -61,8 +61,8 @@ config.register({
                          "BDLM_ARMS": list(SHARINGS), "BDLM_EVAL_USERS": None, "BDLM_TRAIN_SAMPLES": None},
                "gpu": {"BDLM_ROUNDS": 3, "BDLM_ROUND_SAMPLES": 4000, "DOMAIN_STEPS": 400, "BDLM_VALID_USERS": 200,
                        "BDLM_ARMS": list(SHARINGS), "BDLM_EVAL_USERS": None, "BDLM_TRAIN_SAMPLES": None},
-               "gpu-quick": {"BDLM_ROUNDS": 2, "BDLM_ROUND_SAMPLES": 1000, "DOMAIN_STEPS": 200, "BDLM_VALID_USERS": 200,
-                             "BDLM_ARMS": list(SHARINGS), "BDLM_EVAL_USERS": None, "BDLM_TRAIN_SAMPLES": None}})
+               "gpu-quick": {"BDLM_ROUNDS": 2, "BDLM_ROUND_SAMPLES": 500, "DOMAIN_STEPS": 200, "BDLM_VALID_USERS": 200,
+                             "BDLM_EVAL_USERS": None, "BDLM_TRAIN_SAMPLES": 1000}})
 
 SPEC = register(MethodSpec(
     "bdlm", "BDLM", "workbench.methods.bdlm.method", "08_bdlm_information_sharing",

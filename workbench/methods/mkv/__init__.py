@@ -61,7 +61,7 @@ config.register({
     "MKV_ARMS": Param(list(CPU_ARMS), "list_str", "MKV ablation arms: none, shuffle_keys, mask (free prompt, title "
                       "answer); listed, shuffle_candidates, shuffle_output, all (the paper's listed form and list "
                       "answer) (cpu: none and SO; gpu, smoke: all seven)", choices=ARMS),
-}, profiles={"gpu": {"MKV_ARMS": list(ARMS)}, "gpu-quick": {"MKV_ARMS": list(ARMS)}, "smoke": {"MKV_ARMS": list(ARMS)}})
+}, profiles={"gpu": {"MKV_ARMS": list(ARMS)}, "smoke": {"MKV_ARMS": list(ARMS)}})
 
 SPEC = register(MethodSpec(
     "mkv", "MKV", "workbench.methods.mkv.method", "03_sft_multi_key_value",

@@ -49,8 +49,7 @@ config.register({
                      "(the method), no_user_nce, no_item_nce (two-stage without one contrastive term); "
                      "id, unified_1stage and the one-term arms in gpu and smoke only",
                      choices=ARM_NAMES),
-}, profiles={"gpu": {"RSLLM_ARMS": list(ARM_NAMES)}, "gpu-quick": {"RSLLM_ARMS": list(ARM_NAMES)},
-             "smoke": {"RSLLM_ARMS": list(ARM_NAMES)}})
+}, profiles={"gpu": {"RSLLM_ARMS": list(ARM_NAMES)}, "smoke": {"RSLLM_ARMS": list(ARM_NAMES)}})
 
 SPEC = register(MethodSpec(
     "rsllm", "RSLLM", "workbench.methods.rsllm.method", "07_rsllm_unified_prompts", entries=llm_entries("rsllm", "RSLLM"),

@@ -60,7 +60,7 @@ config.register({
                        "smoke run all", choices=ARMS),
 }, profiles={"gpu": {"MAX_BLOCKS": GPU_MAX_BLOCKS, "SUMMARY_TOKENS": 150, "SUMMARY_BATCH_SIZE": 256,
                      "TRSR_ARMS": list(ARMS), "TRSR_EVAL_USERS": None, "TRSR_TRAIN_SAMPLES": None},
-             "gpu-quick": {"MAX_BLOCKS": 4, "SUMMARY_TOKENS": 64, "SUMMARY_BATCH_SIZE": 1024, "TRSR_ARMS": list(ARMS),
+             "gpu-quick": {"MAX_BLOCKS": 4, "SUMMARY_TOKENS": 64, "SUMMARY_BATCH_SIZE": 1024,
                            "TRSR_EVAL_USERS": None, "TRSR_TRAIN_SAMPLES": 1000},
              "smoke": {"TRSR_ARMS": list(ARMS), "TRSR_EVAL_USERS": None, "TRSR_TRAIN_SAMPLES": None}})
 
