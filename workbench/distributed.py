@@ -128,11 +128,11 @@ def write_report(folder, record: dict) -> Path:
 
 def llm_method(name: str) -> type:
     """The registered LLM method called `name`; any other method is a one-line error."""
-    from .llm.recommender import LLMRecommender
-    from .recommender import REGISTRY, get_method
+    from .llm.recommender import LLMRecommender, llm_methods
+    from .recommender import get_method
     cls = get_method(name)
     if not issubclass(cls, LLMRecommender):
-        llms = sorted(k for k in REGISTRY if issubclass(get_method(k), LLMRecommender))
+        llms = sorted(llm_methods())
         raise ValueError(f"{name} is not an LLM method: `train` fine-tunes {', '.join(llms)}; "
                          f"train {name} with `python -m workbench run` or run_method")
     return cls

@@ -100,7 +100,7 @@ def run(settings: GpuCheck) -> Path | None:
     profile = "gpu-quick" if cuda else "smoke"
     out = Path(settings.out or OUT / profile)
     env = {"WORKBENCH_RESULTS": str(out / "results"), "WORKBENCH_FIGURES": str(out / "figures")}
-    with batch.environment(env):  # an earlier gpu-check's runs there give a measured MFU
+    with process.environment(env):  # an earlier gpu-check's runs there give a measured MFU
         tables = estimates(device, settings.mfu)
     if cuda:
         check_budget(tables, settings)
@@ -108,7 +108,7 @@ def run(settings: GpuCheck) -> Path | None:
         return None
     out.mkdir(parents=True, exist_ok=True)
     steps, start = [], time.time()
-    with batch.environment(env):
+    with process.environment(env):
         if settings.benchmark:
             kind = "gpu" if cuda else "cpu"
             args = [sys.executable, str(ROOT / "benchmarks" / "llm_engine.py"), "--table", str(out / "llm_engine.csv"),

@@ -8,6 +8,7 @@ import os
 import platform
 import random
 import subprocess
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def free_memory(device: str = "cpu") -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+@contextmanager
+def environment(values: dict):
+    """os.environ with `values` set (child processes, notebook kernels, inherit it), restored afterwards."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 RUN_OUTPUTS = (":!results", ":!figures", ":!*.md")  # what a run writes, and prose: not code changes

@@ -17,15 +17,13 @@ MFU replaces the assumed one.  Reproduce: `python -m workbench gpu-check --estim
 from __future__ import annotations
 
 import math
-import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from .. import compute, config, results
-from ..llm.recommender import LLMRecommender
+from .. import compute, config, process, results
+from ..llm.recommender import llm_methods
 from ..methods.pipeline import find_run
 from ..recommender import REGISTRY, get_method, get_spec, zero_shot
 
@@ -58,11 +56,6 @@ def _sizes(name: str, cfg: dict, protocol) -> tuple[int, int, int]:
     users = cls.n_eval_users(cfg)
     users = len(protocol.test) if users is None else min(users, len(protocol.test))
     return windows * capped["LLM_EPOCHS"], users, min(capped["GEN_EVAL_USERS"], users)
-
-
-def llm_methods() -> list[str]:
-    """The registered LLM methods, in registry order."""
-    return [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]
 
 
 def plan(cfg: dict, protocol) -> list[PlannedRun]:
@@ -139,27 +132,12 @@ def measured_mfu(cfg: dict, protocol, device_name: str) -> float | None:
 
 def baseline_seconds(reference: dict, protocol, target: dict) -> dict[str, float]:
     """{baseline: seconds} at the target's EPOCHS from the reference runs' seconds per epoch, / BASELINE_SPEEDUP."""
-    out = {}
-    for name in (n for n in REGISTRY if n not in llm_methods()):
+    out, llms = {}, set(llm_methods())
+    for name in (n for n in REGISTRY if n not in llms):
         record = find_run(name, reference, protocol).record
         epochs = max(1, len(record.get("training_log") or [1]))
         out[name] = record["fit_seconds"] / epochs * target["EPOCHS"] * len(target["METHOD_SEEDS"]) / BASELINE_SPEEDUP
     return out
-
-
-@contextmanager
-def reading(folder: Path | None):
-    """Saved runs read from `folder` inside the block (None: where they are read anyway)."""
-    old = os.environ.get(results.RESULTS_ENV)
-    if folder is not None:
-        os.environ[results.RESULTS_ENV] = str(folder)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(results.RESULTS_ENV, None)
-        else:
-            os.environ[results.RESULTS_ENV] = old
 
 
 def estimate(cfg: dict, protocol, device_name: str, reference: dict | None = None,
@@ -170,20 +148,21 @@ def estimate(cfg: dict, protocol, device_name: str, reference: dict | None = Non
     from `reference_runs` (None: where saved runs are read; gpu-check names the committed results/)."""
     peak = compute.datasheet_peak(device_name)
     if peak is None:
-        raise ValueError(f"no datasheet bf16 peak for {device_name!r}: name an accelerator of "
-                         f"compute.DATASHEET_BF16_TFLOPS (e.g. --device-name 'NVIDIA H200')")
+        raise ValueError(f"no datasheet bf16 peak for {device_name!r}: add the accelerator to "
+                         f"compute.DATASHEET_BF16_TFLOPS, or estimate for one listed there (e.g. 'NVIDIA H200')")
     reference = reference or config.resolve("cpu")
     measured = measured_mfu(cfg, protocol, device_name) if mfu is None else None
     used = mfu or measured or ASSUMED_MFU
     rate = peak * used
-    with reading(reference_runs):
+    with process.environment({results.RESULTS_ENV: str(reference_runs)} if reference_runs else {}):
         costs = unit_costs(reference, protocol)
         baselines = baseline_seconds(reference, protocol, cfg)
     rows, decoding = [], {}
     for run in plan(cfg, protocol):
         c = _cost_of(run, costs)
         train = run.train_rows
-        flops = c["fit_flops"] * train + c["fit_fixed"] + c["rank_flops"] * run.eval_users + c["gen_flops"] * run.gen_users
+        flops = (c["fit_flops"] * train + c["fit_fixed"] + c["rank_flops"] * run.eval_users
+                 + c["gen_flops"] * run.gen_users)
         for key, n in get_method(run.method).decode_plan(run.cfg, run.eval_users, train).items():
             notebook, before = decoding.get(key, (run.notebook, 0))  # made once, where first needed
             decoding[key] = (notebook, max(before, n))

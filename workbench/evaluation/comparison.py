@@ -92,12 +92,12 @@ class Comparison:
         ranking batch size, rates, MFU against the timed matmul (and the datasheet, on CUDA), peak memory; None when
         no run recorded one."""
         rows, variants = [], {e.label for e in entries() if e.variant}  # another model of a run: not its own work
+        mfu = lambda p, k: "–" if p.get(k) is None else f"{p[k]:.1%}"  # noqa: E731
         for label, runs in self.runs.items():
             usage = runs[0].record.get("compute")
             if not usage or label in variants:
                 continue
             fit, rank = usage.get("fit", {}), usage.get("rank", {})
-            mfu = lambda p, k: "–" if p.get(k) is None else f"{p[k]:.1%}"  # noqa: E731
             rows.append({"method": label, "dtype": ", ".join(rank.get("dtype", [])) or "–",
                          "SFT tokens/s": _number(fit.get("train_tokens_per_s"), 0),
                          "SFT MFU (matmul / sheet)": f"{mfu(fit, 'mfu_vs_matmul')} / {mfu(fit, 'mfu_vs_datasheet')}",

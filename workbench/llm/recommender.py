@@ -20,7 +20,7 @@ from .. import config, process
 from ..data.dataset import text_digest
 from ..data.protocol import load_protocol
 from ..data.splits import seeded_subset, select_users, training_candidates
-from ..recommender import Recommender, get_spec
+from ..recommender import REGISTRY, Recommender, get_method, get_spec
 from . import scoring
 from .listwise import RankingSFTTrainer, ranking_rows, with_candidates
 from .loading import default_dtype, load_llm, model_identity, set_attention
@@ -306,3 +306,8 @@ class LLMRecommender(Recommender):
                                         f"notebook {get_spec(cls.name).notebook} to re-create it")
             rec.model = PeftModel.from_pretrained(rec.model, folder / "adapter").eval()
         return rec
+
+
+def llm_methods() -> list[str]:
+    """The registered LLM methods (subclasses of LLMRecommender), in registry order."""
+    return [n for n in REGISTRY if issubclass(get_method(n), LLMRecommender)]

@@ -14,7 +14,6 @@ import json
 import os
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
@@ -22,7 +21,7 @@ import nbformat
 from .. import config, outputs
 from ..assets import atomic_write
 from ..config import ConfigError, profile_name
-from ..process import git_commit
+from ..process import environment, git_commit
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file: workbench/notebook/batch.py)
 NOTEBOOKS = ROOT / "notebooks"
@@ -243,21 +242,6 @@ def run_notebooks(paths, profile: str | None = None, params: dict | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     with environment(kernel_environment(out_dir, refresh)):
         return _execute(paths, profile, per_notebook, out_dir, refresh, keep_going, progress)
-
-
-@contextmanager
-def environment(values: dict):
-    """os.environ with `values` set (the kernels inherit it), restored afterwards."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _execute(paths, profile, per_notebook, out_dir, refresh, keep_going, progress) -> list[dict]:
